@@ -1,0 +1,396 @@
+"""Target networks: the networks whose weights a hypernetwork generates.
+
+A target is declared as a list of :class:`Conv` and :class:`Dense` layer specs.
+From it the library derives every parameter shape (Keras layouts: conv kernels
+``[kh, kw, Cin, Cout]``, dense kernels ``[Din, Dout]``), the filters of each
+layer and their fan-in, and a batched forward pass that evaluates K parameter
+sets at once.
+
+Parameters of K networks are a list with one ``(kernel, bias)`` pair per layer,
+each with a leading K axis: conv ``([K, kh, kw, Cin, Cout], [K, Cout])``, dense
+``([K, Din, Dout], [K, Dout])``.
+"""
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from hyperkeras import ops
+
+_ACTIVATIONS = ("none", "relu", "leaky_relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """2-D convolution, stride 1, optionally followed by 2x2/2 max-pooling."""
+    filters: int
+    kernel_size: int = 5
+    padding: str = "SAME"
+    activation: str = "relu"
+    alpha: float = 0.2
+    pool: bool = False
+    pool_padding: str = "VALID"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """Fully-connected layer; a Dense after a Conv flattens (NHWC order)."""
+    units: int
+    activation: str = "relu"
+    alpha: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """Derived facts about one target layer."""
+    name: str
+    spec: object
+    kind: str              # "conv" or "dense"
+    input_shape: tuple     # per-example shape entering the layer
+    output_shape: tuple    # per-example shape leaving it (after pooling)
+    kernel_shape: tuple
+    bias_shape: tuple
+
+    @property
+    def filters(self):
+        """Number of filters (output channels or units)."""
+        return self.kernel_shape[-1]
+
+    @property
+    def fan_in(self):
+        """Weights per filter, bias excluded."""
+        return math.prod(self.kernel_shape[:-1])
+
+    @property
+    def filter_size(self):
+        """Entries per filter including its bias."""
+        return self.fan_in + 1
+
+    @property
+    def num_params(self):
+        return self.filters * self.filter_size
+
+
+def _out_size(n, k, padding):
+    return n if padding == "SAME" else n - k + 1
+
+
+def _pool_size(n, padding):
+    return (n + 1) // 2 if padding == "SAME" else n // 2
+
+
+class TargetNetwork:
+    """A declarative target network.
+
+    Args:
+      input_shape: per-example input shape, ``(H, W, C)`` for images or
+        ``(D,)`` for vectors.
+      layers: sequence of :class:`Conv` / :class:`Dense` specs. The last layer
+        produces the outputs (logits for classification).
+      name: a label used in layer names and reports.
+    """
+
+    def __init__(self, input_shape, layers, name="target"):
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.specs = tuple(layers)
+        self.name = name
+        if not self.specs:
+            raise ValueError("A target network needs at least one layer.")
+        if any(d < 1 for d in self.input_shape):
+            raise ValueError(f"input_shape must be positive, got {self.input_shape}")
+        self.layers = self._derive()
+
+    def _derive(self):
+        infos, shape = [], self.input_shape
+        for i, spec in enumerate(self.specs):
+            name = f"layer{i + 1}"
+            if isinstance(spec, Conv):
+                self._check_common(spec, name, spec.filters)
+                if len(shape) != 3:
+                    raise ValueError(
+                        f"{name}: Conv needs an (H, W, C) input but the shapes do "
+                        f"not chain: it receives {shape}")
+                for p in (spec.padding, spec.pool_padding):
+                    if p not in ("SAME", "VALID"):
+                        raise ValueError(f"{name}: padding must be SAME or VALID, got {p!r}")
+                h, w, c = shape
+                k = spec.kernel_size
+                if k < 1:
+                    raise ValueError(f"{name}: kernel_size must be >= 1, got {k}")
+                oh, ow = _out_size(h, k, spec.padding), _out_size(w, k, spec.padding)
+                if spec.pool:
+                    oh, ow = _pool_size(oh, spec.pool_padding), _pool_size(ow, spec.pool_padding)
+                if oh < 1 or ow < 1:
+                    raise ValueError(
+                        f"{name}: the target's shapes do not chain: a {k}x{k} "
+                        f"{spec.padding} conv{' + pool' if spec.pool else ''} on "
+                        f"{h}x{w} leaves {oh}x{ow}")
+                out = (oh, ow, spec.filters)
+                infos.append(LayerInfo(name, spec, "conv", shape, out,
+                                       (k, k, c, spec.filters), (spec.filters,)))
+            elif isinstance(spec, Dense):
+                self._check_common(spec, name, spec.units)
+                din = math.prod(shape)
+                out = (spec.units,)
+                infos.append(LayerInfo(name, spec, "dense", shape, out,
+                                       (din, spec.units), (spec.units,)))
+            else:
+                raise TypeError(f"{name}: expected a Conv or Dense spec, got {spec!r}")
+            shape = out
+        return tuple(infos)
+
+    @staticmethod
+    def _check_common(spec, name, n):
+        if int(n) < 1:
+            raise ValueError(f"{name}: a layer needs at least one filter, got {n}")
+        if spec.activation not in _ACTIVATIONS:
+            raise ValueError(f"{name}: unknown activation {spec.activation!r}; "
+                             f"expected one of {_ACTIVATIONS}")
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def output_dim(self):
+        return self.layers[-1].output_shape[-1]
+
+    @property
+    def num_params(self):
+        return sum(l.num_params for l in self.layers)
+
+    @property
+    def param_shapes(self):
+        """``[(kernel_shape, bias_shape), ...]`` of one network."""
+        return [(l.kernel_shape, l.bias_shape) for l in self.layers]
+
+    def __repr__(self):
+        parts = ", ".join(f"{l.kind}{l.kernel_shape}" for l in self.layers)
+        return f"TargetNetwork({self.name!r}, input={self.input_shape}, [{parts}])"
+
+    # ------------------------------------------------------------ (de)serialise
+    def get_config(self):
+        layers = []
+        for spec in self.specs:
+            d = dataclasses.asdict(spec)
+            d["type"] = type(spec).__name__
+            layers.append(d)
+        return {"input_shape": list(self.input_shape), "layers": layers,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        if isinstance(config, TargetNetwork):
+            return config
+        if isinstance(config, str):
+            return get(config)
+        layers = []
+        for d in config["layers"]:
+            d = dict(d)
+            kind = d.pop("type")
+            layers.append({"Conv": Conv, "Dense": Dense}[kind](**d))
+        return cls(config["input_shape"], layers, config.get("name", "target"))
+
+    # --------------------------------------------------------- filter views
+    def to_filters(self, params):
+        """Per-layer ``[K, filters, filter_size]`` (weights then bias) views."""
+        out = []
+        for info, (kernel, bias) in zip(self.layers, params):
+            k = tf.shape(kernel)[0]
+            wmat = tf.reshape(kernel, [k, info.fan_in, info.filters])
+            out.append(tf.concat([tf.transpose(wmat, [0, 2, 1]), bias[:, :, None]], -1))
+        return out
+
+    def from_filters(self, filters):
+        """Inverse of :meth:`to_filters`."""
+        params = []
+        for info, f in zip(self.layers, filters):
+            k = tf.shape(f)[0]
+            wmat = tf.transpose(f[:, :, :-1], [0, 2, 1])
+            params.append((tf.reshape(wmat, tf.concat([[k], info.kernel_shape], 0)),
+                           f[:, :, -1]))
+        return params
+
+    def flatten(self, params):
+        """``[K, num_params]``: all weights of each network in one vector."""
+        k = tf.shape(params[0][0])[0]
+        return tf.concat([tf.reshape(t, [k, -1]) for pair in params for t in pair], 1)
+
+    def unflatten(self, flat):
+        """Inverse of :meth:`flatten`."""
+        k = tf.shape(flat)[0]
+        params, start = [], 0
+        for info in self.layers:
+            pair = []
+            for shape in (info.kernel_shape, info.bias_shape):
+                n = math.prod(shape)
+                pair.append(tf.reshape(flat[:, start:start + n], tf.concat([[k], shape], 0)))
+                start += n
+            params.append(tuple(pair))
+        return params
+
+    # ------------------------------------------------------------ forward
+    def check_input(self, x, num_networks=None):
+        """Validate ``x``: ``[B, *input_shape]`` or ``[K, B, *input_shape]``."""
+        shape = tuple(x.shape)
+        n = len(self.input_shape)
+        if len(shape) == n + 1:
+            per = shape[1:]
+        elif len(shape) == n + 2:
+            per = shape[2:]
+            if (num_networks is not None and shape[0] is not None
+                    and shape[0] != num_networks):
+                raise ValueError(
+                    f"per-network input holds {shape[0]} networks' batches but "
+                    f"{num_networks} parameter sets were given")
+        else:
+            raise ValueError(
+                f"input must have shape [B, {', '.join(map(str, self.input_shape))}] "
+                f"or [K, B, ...] for target {self.name!r}, got {list(shape)}")
+        if any(a is not None and a != b for a, b in zip(per, self.input_shape)):
+            what = "channels" if n == 3 and per[-1] != self.input_shape[-1] else "shape"
+            raise ValueError(
+                f"wrong input {what}: target {self.name!r} expects per-example "
+                f"shape {self.input_shape}, got {tuple(per)}")
+        return len(shape) == n + 2
+
+    def forward(self, params, x):
+        """Evaluate K networks: returns ``[K, B, output_dim]`` outputs (logits).
+
+        ``x`` is either one batch ``[B, ...]`` seen by every network or
+        per-network batches ``[K, B, ...]``.
+        """
+        if len(params) != len(self.layers):
+            raise ValueError(f"expected {len(self.layers)} (kernel, bias) pairs, "
+                             f"got {len(params)}")
+        x = tf.convert_to_tensor(x)
+        if x.dtype != tf.float32:
+            if not (x.dtype.is_floating or x.dtype.is_integer):
+                raise TypeError(f"input dtype must be numeric, got {x.dtype}")
+            x = tf.cast(x, tf.float32)
+        per_network = self.check_input(x, params[0][0].shape[0])
+        h = x
+        for info, (kernel, bias) in zip(self.layers, params):
+            spec = info.spec
+            if info.kind == "conv":
+                h = ops.batched_conv2d(h, kernel, bias, padding=spec.padding,
+                                       activation=spec.activation, alpha=spec.alpha,
+                                       pool=spec.pool, pool_padding=spec.pool_padding)
+                per_network = True
+            else:
+                if per_network:
+                    hs = tf.shape(h)
+                    h = tf.reshape(h, [hs[0], hs[1], -1])
+                    h = tf.matmul(h, kernel)
+                else:
+                    hs = tf.shape(h)
+                    h = tf.reshape(h, [hs[0], -1])
+                    h = tf.einsum("bd,kdu->kbu", h, kernel)
+                    per_network = True
+                h = h + bias[:, None, :]
+                if spec.activation == "relu":
+                    h = tf.nn.relu(h)
+                elif spec.activation == "leaky_relu":
+                    h = tf.nn.leaky_relu(h, alpha=spec.alpha)
+        return h
+
+    # -------------------------------------------------- ordinary Keras model
+    def keras_model(self, params=None, index=0):
+        """An ordinary ``keras.Sequential`` with this architecture.
+
+        With ``params`` given, it holds network ``index`` of those weights.
+        """
+        layers = [keras.Input(self.input_shape)]
+        for info in self.layers:
+            spec = info.spec
+            act = {"none": None, "relu": "relu"}.get(spec.activation)
+            if info.kind == "dense" and len(info.input_shape) > 1:
+                layers.append(keras.layers.Flatten())
+            if info.kind == "conv":
+                layers.append(keras.layers.Conv2D(
+                    spec.filters, spec.kernel_size, padding=spec.padding.lower(),
+                    activation=act))
+            else:
+                layers.append(keras.layers.Dense(spec.units, activation=act))
+            if spec.activation == "leaky_relu":
+                layers.append(keras.layers.LeakyReLU(negative_slope=spec.alpha))
+            if info.kind == "conv" and spec.pool:
+                layers.append(keras.layers.MaxPooling2D(2, padding=spec.pool_padding.lower()))
+        model = keras.Sequential(layers, name=self.name)
+        if params is not None:
+            weights = []
+            for kernel, bias in params:
+                weights += [keras.ops.convert_to_numpy(kernel[index]),
+                            keras.ops.convert_to_numpy(bias[index])]
+            model.set_weights(weights)
+        return model
+
+
+# --------------------------------------------------------------------- presets
+def hypergan_mnist():
+    """HyperGAN's MNIST target: conv 32x1x5x5, conv 32x32x5x5, linear 512x10.
+
+    VALID convolutions, leaky-ReLU and 2x2 max-pooling after each conv:
+    28 -> 24 -> 12 -> 8 -> 4, and 4*4*32 = 512 features into the classifier.
+    """
+    return TargetNetwork((28, 28, 1), [
+        Conv(32, 5, "VALID", "leaky_relu", pool=True),
+        Conv(32, 5, "VALID", "leaky_relu", pool=True),
+        Dense(10, "none"),
+    ], name="hypergan_mnist")
+
+
+def hypergan_cifar10():
+    """HyperGAN's CIFAR-10 target (supplementary Table 2): 3 conv + 2 linear.
+
+    Conv 16x3x3x3, 32x16x3x3, 64x32x3x3 (the table prints the last as 32x64, which
+    does not chain), VALID 3x3 convs with pooling: 32 -> 30 -> 15 -> 13 -> 6 ->
+    4 -> 2, so 2*2*64 = 256 features into linear 256x128 and 128x10.
+    """
+    return TargetNetwork((32, 32, 3), [
+        Conv(16, 3, "VALID", "leaky_relu", pool=True),
+        Conv(32, 3, "VALID", "leaky_relu", pool=True),
+        Conv(64, 3, "VALID", "leaky_relu", pool=True),
+        Dense(128, "leaky_relu"),
+        Dense(10, "none"),
+    ], name="hypergan_cifar10")
+
+
+def deutsch_mnist():
+    """Deutsch et al.'s MNIST target (their Table 1): 20018 weights.
+
+    conv 5x5 SAME 32 filters, ReLU, 2x2 pool SAME; conv 5x5 SAME 16, ReLU,
+    pool SAME; dense 8 ReLU; dense 10.
+    """
+    return TargetNetwork((28, 28, 1), [
+        Conv(32, 5, "SAME", "relu", pool=True, pool_padding="SAME"),
+        Conv(16, 5, "SAME", "relu", pool=True, pool_padding="SAME"),
+        Dense(8, "relu"),
+        Dense(10, "none"),
+    ], name="deutsch_mnist")
+
+
+def regression_1d():
+    """The 1-100-1 ReLU regression network of HyperGAN's toy experiment."""
+    return TargetNetwork((1,), [Dense(100, "relu"), Dense(1, "none")],
+                         name="regression_1d")
+
+
+PRESETS = {
+    "hypergan_mnist": hypergan_mnist,
+    "hypergan_cifar10": hypergan_cifar10,
+    "deutsch_mnist": deutsch_mnist,
+    "regression_1d": regression_1d,
+}
+
+
+def get(target):
+    """A :class:`TargetNetwork` from an instance, a preset name or a config."""
+    if isinstance(target, TargetNetwork):
+        return target
+    if isinstance(target, str):
+        if target not in PRESETS:
+            raise ValueError(f"Unknown target {target!r}; presets: {sorted(PRESETS)}")
+        return PRESETS[target]()
+    if isinstance(target, dict):
+        return TargetNetwork.from_config(target)
+    raise TypeError(f"Cannot make a target network from {target!r}")
