@@ -1,0 +1,81 @@
+// Runs the CUDA device code of kernels/batched_conv_kernel.cuh on the CPU
+// through kernels/emulation/cuda_on_cpu.h.
+//
+// Usage: emu_harness DIR
+//   DIR/params.txt: K B H W Cin Cout kh kw padding activation alpha pool
+//                   pool_padding shared_input has_bias   (enums as ints)
+//   DIR/x.bin, DIR/w.bin, DIR/bias.bin: float32 raw inputs
+// Writes DIR/y.bin (float32 [K,B,Ho,Wo,Cout]). Exit code: 0 ok, 2 planner
+// rejected the call (prints the plan code), 1 I/O error.
+#include "emulation/cuda_on_cpu.h"
+#include "batched_conv_kernel.cuh"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+static bool read_all(const std::string& path, std::vector<float>* out, size_t n) {
+  out->assign(n, 0.f);
+  if (n == 0) return true;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  const size_t got = std::fread(out->data(), sizeof(float), n, f);
+  std::fclose(f);
+  return got == n;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 1;
+  }
+  const std::string dir = argv[1];
+  FILE* f = std::fopen((dir + "/params.txt").c_str(), "r");
+  if (!f) return 1;
+  hk_batched_conv_params p = {};
+  long long K, B, H, W, Cin, Cout, kh, kw;
+  int has_bias = 0;
+  if (std::fscanf(f, "%lld %lld %lld %lld %lld %lld %lld %lld %d %d %f %d %d %d %d",
+                  &K, &B, &H, &W, &Cin, &Cout, &kh, &kw, &p.padding,
+                  &p.activation, &p.alpha, &p.pool, &p.pool_padding,
+                  &p.shared_input, &has_bias) != 15) {
+    std::fclose(f);
+    return 1;
+  }
+  std::fclose(f);
+  p.K = K; p.B = B; p.H = H; p.W = W; p.Cin = Cin; p.Cout = Cout;
+  p.kh = kh; p.kw = kw;
+  std::vector<float> x, w, bias;
+  const size_t nx = (size_t)(p.shared_input ? 1 : K) * B * H * W * Cin;
+  if (!read_all(dir + "/x.bin", &x, nx) ||
+      !read_all(dir + "/w.bin", &w, (size_t)K * kh * kw * Cin * Cout) ||
+      (has_bias && !read_all(dir + "/bias.bin", &bias, (size_t)K * Cout)))
+    return 1;
+  int64_t ho, wo;
+  hk_conv_output_hw(&p, &ho, &wo);
+  if (ho < 0) ho = 0;
+  if (wo < 0) wo = 0;
+  std::vector<float> y((size_t)K * B * ho * wo * Cout, -12345.f);
+  p.x = x.data(); p.w = w.data(); p.bias = has_bias ? bias.data() : nullptr;
+  p.y = y.data();
+  hk_gpu_geom g = {};
+  hk_gpu_dims d = {};
+  const int plan = hk_gpu_plan(&p, &g, &d);
+  if (plan == HK_PLAN_INVALID || plan == HK_PLAN_UNSUPPORTED) {
+    std::printf("plan %d\n", plan);
+    return 2;
+  }
+  if (plan == HK_PLAN_OK) {
+    const dim3 grid(d.gx, d.gy, d.gz), block(d.bx, d.by, 1);
+    if (p.pool)
+      hk_emu::launch(grid, block, hk_batched_conv_kernel<true>, g, p.x, p.w, p.bias, p.y);
+    else
+      hk_emu::launch(grid, block, hk_batched_conv_kernel<false>, g, p.x, p.w, p.bias, p.y);
+  }
+  FILE* o = std::fopen((dir + "/y.bin").c_str(), "wb");
+  if (!o) return 1;
+  if (!y.empty()) std::fwrite(y.data(), sizeof(float), y.size(), o);
+  std::fclose(o);
+  std::printf("ok grid=%u,%u,%u block=%u,%u cin_tile=%d\n", d.gx, d.gy, d.gz, d.bx, d.by, g.cin_tile);
+  return 0;
+}
