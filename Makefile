@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh clone:
+#   make demo   set up (venv, install, build the op) and run the main job
+#   make test   set up and run the test suite (what .ci/run calls)
+# Both are idempotent.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hyperkeras-installed
+KERNEL_SOURCES := $(shell find kernels -type f \( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) 2>/dev/null)
+DATASET ?= fashion_mnist
+OUT ?= runs/gauge_entropy
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test data hypergan-demo bench clean
+
+setup: $(STAMP) data
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) requirements.txt setup.py $(KERNEL_SOURCES)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $(STAMP)
+
+# Offline, MNIST cannot be downloaded: Debian ships Fashion-MNIST as IDX files.
+data:
+	@if [ ! -d $(FASHION_MNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "note: could not install dataset-fashion-mnist; tfds or a local path is needed"; \
+	fi
+
+demo: setup
+	$(PY) examples/mnist_gauge_entropy.py --dataset $(DATASET) --out $(OUT)
+
+hypergan-demo: setup
+	$(PY) examples/hypergan_mnist.py --dataset $(DATASET) --out runs/hypergan_mnist
+
+test: setup
+	bash kernels/check_nvcc.sh
+	$(PY) -m pytest tests -q -m "not gpu" -p no:cacheprovider
+
+bench: setup
+	$(PY) benchmarks/batched_conv.py
+
+clean:
+	rm -rf build *.egg-info hyperkeras/ops/*.so

@@ -1,0 +1,210 @@
+"""HyperGAN and the shared HyperModel machinery: sampling, ensembles, training
+with fit, regression, .keras round trip, SavedModel export, MirroredStrategy."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import hyperkeras as hk
+from hyperkeras.targets import Conv
+from hyperkeras.targets import Dense
+from hyperkeras.targets import TargetNetwork
+
+TINY = TargetNetwork((8, 8, 1), [Conv(4, 3, "VALID", "leaky_relu", pool=True),
+                                 Dense(3, "none")], name="tiny")
+
+
+def tiny_model(**kwargs):
+    kwargs.setdefault("networks_per_step", 4)
+    return hk.HyperGAN(TINY, noise_dim=8, code_dim=6, mixer_units=(16,),
+                       generator_units=(16,), discriminator_units=(16,), **kwargs)
+
+
+def tiny_data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 8, 8, 1)).astype("float32")
+    y = (x[:, :4].mean((1, 2, 3)) > x[:, 4:].mean((1, 2, 3))).astype("int32")
+    return x, y
+
+
+def test_sampling_is_deterministic_and_independent_of_n():
+    m = tiny_model()
+    m.build()
+    a, b, c = m.sample(5, seed=7), m.sample(2, seed=7), m.sample(5, seed=8)
+    for (ka, ba), (kb, bb) in zip(a, b):
+        np.testing.assert_array_equal(ka[:2], kb)
+        np.testing.assert_array_equal(ba[:2], bb)
+    assert not np.allclose(a[0][0], c[0][0])
+    assert m.sample_flat(3, seed=1).shape == (3, TINY.num_params)
+
+
+def test_ensemble_prediction_and_members():
+    m = tiny_model(ensemble_size=6)
+    x, _ = tiny_data(10)
+    probs = m.predict(x, verbose=0)
+    assert probs.shape == (10, 3)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    members = m.member_probabilities(x, n=6, seed=m.eval_seed).numpy()
+    assert members.shape == (6, 10, 3)
+    np.testing.assert_allclose(members.mean(0), probs, rtol=1e-5, atol=1e-6)
+    big = m.predict_members(x, n=4, seed=3, batch_size=3)
+    assert big.shape == (4, 10, 3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"ensemble_size": 0}, "ensemble_size"),
+    ({"networks_per_step": 0}, "networks_per_step"),
+    ({"task": "segmentation"}, "task"),
+    ({"batch_mode": "mixed"}, "batch_mode"),
+])
+def test_bad_model_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(**kwargs)
+
+
+def test_bad_inputs_raise():
+    m = tiny_model()
+    with pytest.raises(ValueError, match="positive integer"):
+        m.sample(0)
+    with pytest.raises(ValueError, match="channels"):
+        m.member_logits(np.zeros((2, 8, 8, 3), "float32"))
+    with pytest.raises(ValueError, match="shape"):
+        m.member_logits(np.zeros((2, 7, 8, 1), "float32"))
+    with pytest.raises(ValueError, match="beta"):
+        m.compile(beta=-1.0)
+
+
+def test_fit_trains_generators_and_discriminator():
+    m = tiny_model()
+    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3), beta=0.5)
+    x, y = tiny_data(64)
+    gen_before = [v.numpy().copy() for v in m.generator_variables()]
+    d_before = [v.numpy().copy() for v in m.discriminator.trainable_variables]
+    hist = m.fit(x, y, batch_size=16, epochs=3, verbose=0).history
+    assert set(hist) >= {"task_loss", "accuracy", "d_loss", "g_adv_loss"}
+    assert all(np.isfinite(v).all() for v in hist.values())
+    assert hist["task_loss"][-1] < hist["task_loss"][0]
+    assert any(not np.allclose(a, v) for a, v in zip(gen_before, m.generator_variables()))
+    assert any(not np.allclose(a, v) for a, v in
+               zip(d_before, m.discriminator.trainable_variables))
+    res = m.evaluate(x, y, verbose=0, return_dict=True)
+    assert 0 <= res["accuracy"] <= 1
+
+
+def test_split_batch_mode_gives_each_network_its_own_images():
+    m = tiny_model(batch_mode="split", networks_per_step=4)
+    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+    x, y = tiny_data(32)
+    xs, ys = m.split_batch(tf.constant(x), tf.constant(y))
+    assert xs.shape == (4, 8, 8, 8, 1) and ys.shape == (4, 8)
+    np.testing.assert_array_equal(xs[1, 0], x[8])
+    hist = m.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(hist["task_loss"][0])
+
+
+def test_regression_task():
+    target = hk.targets.regression_1d()
+    m = hk.HyperGAN(target, task="regression", noise_dim=8, code_dim=8,
+                    mixer_units=(16,), generator_units=(32,), discriminator_units=(16,),
+                    networks_per_step=4)
+    m.compile(keras.optimizers.Adam(3e-3), keras.optimizers.Adam(1e-3), beta=0.1)
+    x = np.linspace(-1, 1, 64).astype("float32")[:, None]
+    y = (2 * x[:, 0]).astype("float32")
+    hist = m.fit(x, y, batch_size=32, epochs=30, verbose=0).history
+    assert "accuracy" not in hist
+    assert hist["task_loss"][-1] < hist["task_loss"][0]
+    assert m.predict(x, verbose=0).shape == (64, 1)
+
+
+def test_keras_round_trip(tmp_path):
+    m = tiny_model(ensemble_size=3)
+    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+    x, y = tiny_data(32)
+    m.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, hk.HyperGAN)
+    assert loaded.target.param_shapes == TINY.param_shapes
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-7)
+    for (a, _), (b, _) in zip(loaded.sample(4, seed=2), m.sample(4, seed=2)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_saved_model_loads_without_hyperkeras(tmp_path):
+    m = tiny_model(ensemble_size=5, eval_seed=11)
+    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+    x, y = tiny_data(32)
+    m.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "sm")
+    m.export(path, verbose=False)
+    np.save(tmp_path / "x.npy", x)
+    expected = m.member_probabilities(x, n=5, seed=11).numpy().mean(0)
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({path!r})
+        out = loaded.serve(tf.constant(np.load({str(tmp_path / 'x.npy')!r})))
+        assert "hyperkeras" not in sys.modules, "hyperkeras was imported"
+        json.dump({{k: v.numpy().tolist() for k, v in out.items()}},
+                  open({str(tmp_path / 'out.json')!r}, "w"))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=str(tmp_path),
+                   env={**os.environ, "PYTHONPATH": ""})
+    out = json.load(open(tmp_path / "out.json"))
+    probs = np.array(out["probabilities"])
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    ent = -(expected * np.log(np.maximum(expected, 1e-12))).sum(1)
+    np.testing.assert_allclose(out["entropy"], ent, atol=1e-5)
+
+
+def test_fit_under_mirrored_strategy(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import hyperkeras as hk
+        from hyperkeras.targets import Conv, Dense, TargetNetwork
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        target = TargetNetwork((8, 8, 1), [Conv(4, 3, "VALID", pool=True), Dense(3, "none")])
+        with strategy.scope():
+            m = hk.HyperGAN(target, noise_dim=8, code_dim=6, mixer_units=(16,),
+                            generator_units=(16,), discriminator_units=(16,),
+                            networks_per_step=4)
+            m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+        before = [v.numpy().copy() for v in m.trainable_variables]
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 1, (64, 8, 8, 1)).astype("float32")
+        y = rng.integers(0, 3, 64).astype("int32")
+        hist = m.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+        assert all(np.isfinite(v).all() for v in hist.values()), hist
+        changed = [not np.allclose(a, v.numpy()) for a, v in zip(before, m.trainable_variables)]
+        assert all(changed), changed
+        print("MIRRORED_OK")
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=str(tmp_path))
+    assert "MIRRORED_OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_compile_config_survives_saving(tmp_path):
+    m = tiny_model()
+    m.compile(keras.optimizers.Adam(2e-3), keras.optimizers.SGD(1e-3), beta=0.25)
+    x, y = tiny_data(16)
+    m.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.beta == 0.25
+    assert isinstance(loaded.d_optimizer, keras.optimizers.SGD)
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
