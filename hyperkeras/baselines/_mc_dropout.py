@@ -1,0 +1,109 @@
+"""MC dropout (Gal & Ghahramani): dropout kept on at test time."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from hyperkeras import targets as targets_lib
+from hyperkeras.baselines._common import MemberPredictionMixin
+from hyperkeras.baselines._common import check_positive_int
+from hyperkeras.models._base import stateless_noise
+
+
+class MCDropout(MemberPredictionMixin, keras.Model):
+    """The target architecture with dropout on the input of every layer but the first.
+
+    Dropout of rate ``rate`` is applied to the output of every hidden layer
+    (after activation and pooling): channel-wise (``SpatialDropout2D``) on
+    convolutional feature maps and unit-wise on dense features. So one dropout
+    sample *is* a network of the target architecture: the next layer's kernel
+    with the dropped input channels zeroed and the others scaled by
+    ``1/(1-rate)``. ``sample(n, seed)`` returns such thinned weights (network i
+    depends only on the seed and i, the same mask for every example), and the
+    members are evaluated with the target's batched forward pass, so the same
+    evaluation and attack code applies as to hypernetworks.
+
+    Train with ``compile()`` (sparse cross-entropy from logits and accuracy by
+    default) and ``fit``; ``call`` is the dropout network (stochastic when
+    training, the deterministic weight-scaled network otherwise).
+    """
+
+    def __init__(self, target, rate=0.5, samples=100, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.target = targets_lib.get(target)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.samples = check_positive_int("samples", samples)
+        self.eval_seed = int(seed)
+        layers, self.weight_layers = [], []
+        for i, info in enumerate(self.target.layers):
+            spec = info.spec
+            if i > 0:
+                if len(info.input_shape) == 3:
+                    layers.append(keras.layers.SpatialDropout2D(self.rate))
+                else:
+                    layers.append(keras.layers.Dropout(self.rate))
+            if info.kind == "dense" and len(info.input_shape) > 1:
+                layers.append(keras.layers.Flatten())
+            act = {"none": None, "relu": "relu"}.get(spec.activation)
+            if info.kind == "conv":
+                layer = keras.layers.Conv2D(spec.filters, spec.kernel_size,
+                                            padding=spec.padding.lower(), activation=act)
+            else:
+                layer = keras.layers.Dense(spec.units, activation=act)
+            layers.append(layer)
+            self.weight_layers.append(layer)
+            if spec.activation == "leaky_relu":
+                layers.append(keras.layers.LeakyReLU(negative_slope=spec.alpha))
+            if info.kind == "conv" and spec.pool:
+                layers.append(keras.layers.MaxPooling2D(2, padding=spec.pool_padding.lower()))
+        self.net = keras.Sequential(layers, name="dropout_net")
+        self.net.build((None, *self.target.input_shape))
+        self.built = True
+
+    @property
+    def n_members(self):
+        return None  # unlimited
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.target.output_dim)
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = ["accuracy"] if metrics is None else metrics
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def sample(self, n=None, seed=None):
+        """``n`` thinned networks: a list of ``(kernel [n,...], bias [n,...])``."""
+        n = self.samples if n is None else check_positive_int("n", n)
+        seed = self.eval_seed if seed is None else int(seed)
+        infos = self.target.layers
+        channels = [info.input_shape[-1] for info in infos[1:]]
+        keep = 1.0 - self.rate
+        if channels:
+            u = stateless_noise(n, sum(channels), seed, "uniform", 0.0, 1.0)
+            masks = tf.cast(u < keep, tf.float32) / keep
+            masks = tf.split(masks, channels, axis=1)
+        params = []
+        for i, (info, layer) in enumerate(zip(infos, self.weight_layers)):
+            kernel = tf.convert_to_tensor(layer.kernel)
+            bias = tf.convert_to_tensor(layer.bias)
+            kernel = tf.broadcast_to(kernel[None], [n, *info.kernel_shape])
+            if i > 0:
+                m = masks[i - 1]                                  # [n, C_in]
+                if info.kind == "conv":
+                    kernel = kernel * m[:, None, None, :, None]
+                else:
+                    # Flattened NHWC features: the channel index runs fastest.
+                    reps = int(np.prod(info.input_shape[:-1]))
+                    kernel = kernel * tf.tile(m, [1, reps])[:, :, None]
+            params.append((kernel, tf.broadcast_to(bias[None], [n, *info.bias_shape])))
+        return params
+
+    def get_config(self):
+        return {"target": self.target.get_config(), "rate": self.rate,
+                "samples": self.samples, "seed": self.eval_seed, "name": self.name}

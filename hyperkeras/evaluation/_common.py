@@ -1,0 +1,123 @@
+"""Input handling shared by the evaluation functions.
+
+Every evaluation function works on member predictions ``[K, N, classes]``:
+K ensemble members (sampled networks, dropout samples, ensemble members),
+N examples. They can be given as
+
+* a numpy/TF array of member probabilities (each row sums to one), or of
+  logits / log-probabilities with ``logits=True``;
+* a model exposing ``predict_members(x, n, seed, batch_size, probabilities)``
+  (every hyperkeras model and baseline) together with ``x``: the members are
+  then evaluated batch by batch, so 100 members x 10,000 images fit in memory.
+
+Internally everything is turned into log-probabilities (``log_softmax`` of the
+logits), so log-likelihoods never take the log of an underflowed probability.
+"""
+
+import numpy as np
+
+PROB_TOLERANCE = 1e-3
+
+
+def is_model(obj):
+    """True for objects with the HyperModel-like ``predict_members`` method."""
+    return hasattr(obj, "predict_members") and callable(obj.predict_members)
+
+
+def log_softmax(logits, axis=-1):
+    logits = np.asarray(logits, dtype=np.float64)
+    m = np.max(logits, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    z = logits - m
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+def logsumexp(a, axis):
+    a = np.asarray(a, dtype=np.float64)
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return np.squeeze(out, axis=axis)
+
+
+def check_probabilities(probs, what="member probabilities", tolerance=PROB_TOLERANCE):
+    """Validate an array of probabilities over the last axis; returns float64."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.size == 0:
+        raise ValueError(f"{what} are empty (shape {probs.shape})")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError(f"{what} contain NaN or infinite values")
+    if np.any(probs < -tolerance) or np.any(probs > 1 + tolerance):
+        raise ValueError(f"{what} must lie in [0, 1]; got values in "
+                         f"[{probs.min():.4g}, {probs.max():.4g}]. Pass logits=True "
+                         f"if these are logits.")
+    sums = probs.sum(-1)
+    worst = np.max(np.abs(sums - 1.0))
+    if worst > tolerance:
+        raise ValueError(f"{what} must sum to one over the classes (last axis) within "
+                         f"{tolerance}; the worst row sums to {sums.flat[np.argmax(np.abs(sums - 1.0))]:.6g}. "
+                         f"Pass logits=True if these are logits.")
+    return np.clip(probs, 0.0, 1.0)
+
+
+def member_log_probs(members, x=None, n=None, seed=None, batch_size=500, logits=False):
+    """``[K, N, C]`` float64 log-probabilities of the members.
+
+    Args:
+      members: array ``[K, N, C]`` (probabilities, or logits with ``logits=True``)
+        or a model with ``predict_members``; then ``x`` is required and ``n``
+        networks drawn with ``seed`` are evaluated in batches of ``batch_size``.
+    """
+    if is_model(members):
+        if x is None:
+            raise ValueError("x is required when a model is given instead of "
+                             "member predictions")
+        if len(x) == 0:
+            raise ValueError("x is empty")
+        if getattr(members, "task", "classification") != "classification":
+            raise ValueError("classification metrics need a classification model, "
+                             f"got task={members.task!r}")
+        out = members.predict_members(x, n=n, seed=seed, batch_size=batch_size,
+                                      probabilities=False)
+        return log_softmax(out)
+    if x is not None:
+        raise ValueError("x is only used with a model; member predictions were given")
+    arr = np.asarray(members)
+    if arr.ndim != 3:
+        raise ValueError(f"member predictions must have shape [K, N, classes], "
+                         f"got {list(arr.shape)}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"member predictions are empty: shape {list(arr.shape)}")
+    if logits:
+        arr = np.asarray(arr, dtype=np.float64)
+        if np.any(np.isnan(arr)) or np.any(arr == np.inf):
+            raise ValueError("logits contain NaN or +inf values")
+        lp = log_softmax(arr)
+    else:
+        p = check_probabilities(arr)
+        p = p / p.sum(-1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            lp = np.log(p)
+    if n is not None:
+        if n > lp.shape[0]:
+            raise ValueError(f"asked for {n} members but only {lp.shape[0]} were given")
+        lp = lp[:n]
+    return lp
+
+
+def check_labels(y, num_examples, num_classes=None):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"labels must have shape [N], got {list(y.shape)}")
+    if len(y) != num_examples:
+        raise ValueError(f"mismatched shapes: {len(y)} labels for {num_examples} examples")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.any(y != np.round(y)):
+            raise ValueError("labels must be integer class indices")
+    y = y.astype(np.int64)
+    if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got "
+                         f"[{y.min()}, {y.max()}]")
+    return y
