@@ -22,7 +22,8 @@ def _lp(members, x=None, n=None, seed=None, batch_size=500, logits=False):
 def _entropy_from_log(lp):
     """Entropy over the last axis of log-probabilities (0 log 0 = 0)."""
     p = np.exp(lp)
-    return -np.sum(np.where(p > 0, p * lp, 0.0), axis=-1)
+    safe = np.where(p > 0, lp, 0.0)
+    return -np.sum(p * safe, axis=-1)
 
 
 def mean_log_probs(lp):

@@ -1,0 +1,100 @@
+"""DeepEnsemble and MCDropout: training, the HyperModel prediction interface,
+and plugging into hyperkeras.evaluation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import hyperkeras as hk
+from hyperkeras import evaluation as ev
+from hyperkeras.baselines import DeepEnsemble
+from hyperkeras.baselines import MCDropout
+
+TARGET = hk.TargetNetwork((6, 6, 1), [hk.Conv(4, 3, "VALID", "leaky_relu", pool=True),
+                                      hk.Dense(12), hk.Dense(3, "none")])
+
+
+def data(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 6, 6, 1)).astype(np.float32)
+    s = x[:, :3].mean((1, 2, 3)) - x[:, 3:].mean((1, 2, 3))
+    y = np.digitize(s, [-0.03, 0.03]).astype(np.int32)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = data()
+    ens = DeepEnsemble(TARGET, 4, seed=0)
+    ens.compile(tf.keras.optimizers.Adam(0.02))
+    h1 = ens.fit(x, y, batch_size=100, epochs=25, verbose=0)
+    mcd = MCDropout(TARGET, rate=0.2, samples=20)
+    mcd.compile(tf.keras.optimizers.Adam(0.02))
+    h2 = mcd.fit(x, y, batch_size=100, epochs=25, verbose=0)
+    return ens, mcd, h1.history, h2.history, x, y
+
+
+def test_training_reduces_loss(trained):
+    _, _, h1, h2, _, _ = trained
+    assert h1["loss"][-1] < 0.8 * h1["loss"][0]
+    assert h2["loss"][-1] < 0.9 * h2["loss"][0]
+
+
+def test_prediction_interface(trained):
+    ens, mcd, _, _, x, _ = trained
+    for model, n in ((ens, 4), (mcd, 20)):
+        logits = model.member_logits(x[:7])
+        assert tuple(logits.shape) == (n, 7, 3)
+        probs = model.predict_members(x[:11], n=3, seed=5, batch_size=4)
+        assert probs.shape == (3, 11, 3)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+        # same seed, same members; member i does not depend on n
+        np.testing.assert_allclose(model.predict_members(x[:11], n=2, seed=5), probs[:2],
+                                   rtol=1e-5, atol=1e-6)
+        # differentiable w.r.t. x
+        xt = tf.constant(x[:2])
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            total = tf.reduce_sum(model.member_logits(xt, n=2, seed=1))
+        assert tape.gradient(total, xt) is not None
+
+
+def test_deep_ensemble_members_differ_and_export(trained):
+    ens, _, _, _, x, _ = trained
+    logits = ens.member_logits(x[:5]).numpy()
+    assert not np.allclose(logits[0], logits[1])
+    keras_member = ens.member_model(2)
+    np.testing.assert_allclose(keras_member(x[:5]).numpy(), logits[2], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="4 members"):
+        ens.member_logits(x[:2], n=5)
+
+
+def test_mc_dropout_samples_are_thinned_networks(trained):
+    _, mcd, _, _, x, _ = trained
+    no_drop = MCDropout(TARGET, rate=0.0, samples=3)
+    no_drop.net.set_weights(mcd.net.get_weights())
+    np.testing.assert_allclose(no_drop.member_logits(x[:5])[1].numpy(),
+                               no_drop(x[:5]).numpy(), rtol=1e-4, atol=1e-5)
+    # mean of many dropout samples of the *pre-logit* features is unbiased;
+    # here just check samples differ
+    s = mcd.member_logits(x[:5], n=2, seed=3).numpy()
+    assert not np.allclose(s[0], s[1])
+
+
+def test_baselines_plug_into_evaluation(trained):
+    ens, mcd, _, _, x, y = trained
+    x_out = np.random.default_rng(9).uniform(0, 1, (50, 6, 6, 1)).astype(np.float32) ** 4
+    for model in (ens, mcd):
+        scores = ev.ensemble_scores(model, y, x=x, sizes=(1, 4), seed=0)
+        assert scores[4]["accuracy_mean_probability"] > 0.6
+        res = ev.ood_detection(model, x[:100], x_out, y_in=y[:100], n=4, seed=0)
+        assert 0 <= res["auroc"] <= 1
+        div = ev.diversity(model, n=4, seed=0)
+        assert div["mean_pairwise_distance"] > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        DeepEnsemble(TARGET, 0)
+    with pytest.raises(ValueError):
+        MCDropout(TARGET, rate=1.0)
