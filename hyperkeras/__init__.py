@@ -2,6 +2,7 @@
 
 from hyperkeras import ops
 from hyperkeras import targets
+from hyperkeras.models import GaugeEntropyHyperNetwork
 from hyperkeras.models import HyperGAN
 from hyperkeras.models import HyperModel
 from hyperkeras.targets import Conv
@@ -12,3 +13,4 @@ __version__ = "0.1.0"
 
 __all__ = ["HyperGAN", "HyperModel", "TargetNetwork", "Conv", "Dense", "ops",
            "targets"]
+__all__ += ["GaugeEntropyHyperNetwork"]

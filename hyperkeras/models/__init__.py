@@ -4,3 +4,7 @@ from hyperkeras.models._base import HyperModel
 from hyperkeras.models._hypergan import HyperGAN
 
 __all__ = ["HyperModel", "HyperGAN"]
+
+from hyperkeras.models._gauge_entropy import GaugeEntropyHyperNetwork  # noqa: E402
+
+__all__ += ["GaugeEntropyHyperNetwork"]

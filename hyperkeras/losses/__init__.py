@@ -1,0 +1,7 @@
+"""Losses and regularisers of the hypernetworks."""
+
+from hyperkeras.losses._entropy import kl_entropy
+from hyperkeras.losses._gauge import gauge_fix
+from hyperkeras.losses._gauge import gauge_penalty
+
+__all__ = ["kl_entropy", "gauge_fix", "gauge_penalty"]

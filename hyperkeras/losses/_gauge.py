@@ -1,0 +1,84 @@
+"""Gauge fixing of the scaling and logits-bias symmetries (Deutsch et al., eq. 7-11).
+
+A ReLU network is unchanged when a filter (its weights and bias) is multiplied by
+``a > 0`` and the matching input channel of the next layer by ``1/a`` (ReLU,
+leaky-ReLU and max-pooling commute with positive scales), and a classifier's
+softmax is unchanged when the same constant is added to every logit bias.
+Entropy measured on raw weights rewards these trivial directions; gauge fixing
+picks one representative of every equivalence class:
+
+* layers ``1..m-1``: every filter has ``sum(theta_{l,i}[k]^2) == n_{l,i}``, its
+  number of entries (weights and bias), i.e. mean square 1;
+* last layer ``m``: the logit biases sum (equivalently: average) to zero.
+
+Two strategies: :func:`gauge_fix` is the transform S (eq. 11), and
+:func:`gauge_penalty` the quadratic penalty G (eq. 8) used with a weight gamma.
+"""
+
+import tensorflow as tf
+
+_EPS = 1e-20  # tiny: relative error on a filter of sum of squares 1e-8 is 1e-12
+
+
+def _input_channel_scale(inv_scale, fan_in):
+    """``[K, fan_in]`` multipliers of the next layer's fan-in entries.
+
+    The next layer's fan-in index j reads input channel ``j % C`` in every
+    layout here: conv kernels flatten ``(kh, kw, Cin)`` with Cin fastest, a
+    Dense after a Conv flattens NHWC ((h*W + w)*C + c), and a Dense after a
+    Dense has j == c.
+    """
+    c = inv_scale.shape[-1]
+    if fan_in % c:
+        raise ValueError(f"fan-in {fan_in} is not a multiple of the {c} channels "
+                         "of the previous layer")
+    return tf.tile(inv_scale, [1, fan_in // c])
+
+
+def gauge_fix(target, params):
+    """The transform S: the gauge-fixed representative of each of K networks.
+
+    Args:
+      target: the :class:`~hyperkeras.targets.TargetNetwork` of ``params``.
+      params: list of ``(kernel [K,...], bias [K,...])`` pairs.
+
+    Returns:
+      The gauge-fixed parameters (same structure). The network function is
+      unchanged, S is idempotent, every filter of layers ``1..m-1`` has sum of
+      squares equal to its ``filter_size``, and the last layer's biases have
+      mean zero. Differentiable (a filter that is exactly zero is left at
+      scale ``sqrt(n / 1e-20)``, finite).
+    """
+    filters = [tf.convert_to_tensor(f) for f in target.to_filters(params)]
+    layers = target.layers
+    out = []
+    carry = None  # [K, fan_in] multipliers from the previous layer's scaling
+    for l, (info, f) in enumerate(zip(layers, filters)):
+        if carry is not None:
+            f = tf.concat([f[:, :, :-1] * carry[:, None, :], f[:, :, -1:]], -1)
+        if l < len(layers) - 1:
+            sq = tf.reduce_sum(tf.square(f), -1)                   # [K, F]
+            scale = tf.sqrt(float(info.filter_size) / (sq + _EPS))  # [K, F]
+            f = f * scale[:, :, None]
+            carry = _input_channel_scale(1.0 / scale, layers[l + 1].fan_in)
+        else:
+            bias = f[:, :, -1]
+            bias = bias - tf.reduce_mean(bias, -1, keepdims=True)
+            f = tf.concat([f[:, :, :-1], bias[:, :, None]], -1)
+        out.append(f)
+    return target.from_filters(out)
+
+
+def gauge_penalty(target, params):
+    """G(theta) of eq. 8 for each of K networks, ``[K]``.
+
+    ``sum_{l<m, i} (sum_k theta_{l,i}[k]^2 - n_{l,i})^2 + (sum_i theta_{m,i}[bias])^2``;
+    zero exactly on gauge-fixed networks.
+    """
+    filters = target.to_filters(params)
+    total = 0.0
+    for info, f in zip(target.layers[:-1], filters[:-1]):
+        sq = tf.reduce_sum(tf.square(f), -1)
+        total += tf.reduce_sum(tf.square(sq - float(info.filter_size)), -1)
+    total += tf.square(tf.reduce_sum(filters[-1][:, :, -1], -1))
+    return total

@@ -1,0 +1,227 @@
+"""Deutsch et al., "Generating neural networks with neural networks".
+
+Noise z ~ U[-1, 1]^noise_dim -> extractor E -> one code per filter (plus one for
+the whole last layer) -> per-layer filter generators W_l (shared by the filters
+of a layer) -> all weights of the target network. Trained to minimise
+
+    lambda * L_accuracy - H(S(G(z)))        (gauge="transform", eq. 11)
+    lambda * L_accuracy - H(G(z)) + gamma * G(G(z))   (gauge="penalty", eq. 10)
+
+with H the Kozachenko-Leonenko entropy estimate over the K networks of a step
+(d = noise_dim, eq. 14) and S / G the gauge transform / penalty
+(:mod:`hyperkeras.losses`).
+"""
+
+import keras
+import tensorflow as tf
+
+from hyperkeras import losses
+from hyperkeras.layers._gauge_entropy import Extractor
+from hyperkeras.layers._gauge_entropy import FilterGenerator
+from hyperkeras.models._base import HyperModel
+from hyperkeras.models._base import adam_with_decay
+from hyperkeras.models._base import fan_in_scale
+
+GAUGES = ("transform", "penalty", "none")
+
+# Table 2 of the paper: hidden sizes of W_1..W_4 for the 4-layer MNIST target.
+TABLE2_GENERATOR_UNITS = ((40, 40), (100, 100), (100, 100), (60, 60))
+
+
+def _default_generator_units(num_layers):
+    if num_layers == len(TABLE2_GENERATOR_UNITS):
+        return TABLE2_GENERATOR_UNITS
+    return ((100, 100),) * (num_layers - 1) + ((60, 60),)
+
+
+def _normalise_generator_units(units, num_layers):
+    if units is None:
+        return _default_generator_units(num_layers)
+    units = list(units)
+    if units and all(isinstance(u, (int,)) and not isinstance(u, bool) for u in units):
+        units = [tuple(units)] * num_layers  # one hidden-size tuple for every layer
+    if len(units) != num_layers:
+        raise ValueError(f"generator_units needs one hidden-size list per target "
+                         f"layer ({num_layers}), got {len(units)}")
+    return tuple(tuple(int(v) for v in u) for u in units)
+
+
+@keras.saving.register_keras_serializable(package="hyperkeras")
+class GaugeEntropyHyperNetwork(HyperModel):
+    """Gauge-fixed entropy hypernetwork (Deutsch et al.).
+
+    Args:
+      target: target network (instance, preset name or config); default the
+        paper's MNIST network ``"deutsch_mnist"`` (conv 32, conv 16, dense 8, 10).
+      noise_dim: size of z ~ U[-1, 1]^noise_dim (paper: 300); also the d of the
+        entropy estimator.
+      code_dim: size of each filter's code (paper: 15).
+      extractor_units: hidden sizes of E (paper: 300, 300).
+      generator_units: hidden sizes of each W_l: None (Table 2 for a 4-layer
+        target: [40,40], [100,100], [100,100], [60,60]; otherwise [100,100] and
+        [60,60] for the last), one list for all layers, or one list per layer.
+      alpha: leaky-ReLU slope of E and W_l (paper: 0.05).
+      use_bias: biases in E and W_l (the paper has none; default True here, it
+        makes the mean network easier to learn).
+      init_gain: the generators' outputs are multiplied by ``init_gain /
+        sqrt(fan_in)``. The MLP outputs start with std ~0.15-0.25, so 6 gives
+        generated weights of roughly He scale ``sqrt(2 / fan_in)`` at start.
+      gauge: "transform" (entropy of S(G(z)), eq. 11), "penalty" (entropy of
+        G(z) plus ``gamma * G``, eq. 10) or "none" (entropy of raw weights).
+      gamma: weight of the gauge penalty (only used with gauge="penalty").
+      lambda_: weight of the accuracy term (paper: 1e3); must be > 0.
+      entropy_weight: weight of the entropy term (1.0 is the paper's loss; 0
+        switches diversity off, leaving an ensemble-free maximum-likelihood fit).
+      seed: seed of the training noise.
+      **kwargs: see :class:`~hyperkeras.models.HyperModel`; here
+        ``networks_per_step`` defaults to 32 and ``batch_mode`` to "split"
+        (each network sees its own images: a batch of 1024 gives 32 each).
+
+    The optimised loss is divided by ``lambda_``: ``task_loss - (entropy_weight
+    * H - gamma * G) / lambda_`` (the same minimiser, gradients of the size of
+    a cross-entropy). Reported metrics: ``loss`` (that scaled objective),
+    ``task_loss`` and ``accuracy`` (mean over the step's networks), ``entropy``
+    (H in nats, unscaled) and ``gauge_penalty`` (mean G of the raw generated
+    networks, unscaled, whatever the gauge mode).
+    """
+
+    noise_distribution = "uniform"
+
+    def __init__(self, target="deutsch_mnist", noise_dim=300, code_dim=15,
+                 extractor_units=(300, 300), generator_units=None, alpha=0.05,
+                 use_bias=True, init_gain=6.0, gauge="transform", gamma=1.0, lambda_=1e3,
+                 entropy_weight=1.0, seed=None, networks_per_step=32,
+                 batch_mode="split", **kwargs):
+        super().__init__(target, networks_per_step=networks_per_step,
+                         batch_mode=batch_mode, **kwargs)
+        if isinstance(noise_dim, bool) or int(noise_dim) != noise_dim or noise_dim < 1:
+            raise ValueError(f"noise_dim must be an integer >= 1, got {noise_dim!r}")
+        if int(code_dim) < 1:
+            raise ValueError(f"code_dim must be >= 1, got {code_dim!r}")
+        if gauge not in GAUGES:
+            raise ValueError(f"gauge must be one of {GAUGES}, got {gauge!r}")
+        if not lambda_ > 0:
+            raise ValueError(f"lambda_ must be > 0, got {lambda_!r}")
+        if not entropy_weight >= 0:
+            raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight!r}")
+        if not gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+        layers = self.target.layers
+        if sum(info.filters for info in layers) < 1:
+            raise ValueError(f"target {self.target.name!r} has no filters to generate")
+        self._noise_dim = int(noise_dim)
+        self.code_dim = int(code_dim)
+        self.extractor_units = tuple(int(u) for u in extractor_units)
+        self.generator_units = _normalise_generator_units(generator_units, len(layers))
+        self.alpha = float(alpha)
+        self.use_bias = bool(use_bias)
+        if not init_gain > 0:
+            raise ValueError(f"init_gain must be > 0, got {init_gain!r}")
+        self.init_gain = float(init_gain)
+        self.gauge = gauge
+        self.gamma = float(gamma)
+        self.lambda_ = float(lambda_)
+        self.entropy_weight = float(entropy_weight)
+        self.seed = seed
+        # One code per filter of layers 1..m-1, one for the whole last layer.
+        self.codes_per_layer = [info.filters for info in layers[:-1]] + [1]
+        self.extractor = Extractor(sum(self.codes_per_layer), self.code_dim,
+                                   self.extractor_units, self.alpha, self.use_bias,
+                                   name="extractor")
+        self.filter_generators = [
+            FilterGenerator(info.filter_size,
+                            info.filters if l == len(layers) - 1 else 1,
+                            units, self.alpha, self.init_gain * fan_in_scale(info),
+                            self.use_bias,
+                            name=f"generator_{info.name}")
+            for l, (info, units) in enumerate(zip(layers, self.generator_units))]
+        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.entropy_tracker = keras.metrics.Mean(name="entropy")
+        self.gauge_tracker = keras.metrics.Mean(name="gauge_penalty")
+
+    @property
+    def noise_dim(self):
+        return self._noise_dim
+
+    # -------------------------------------------------------------- generation
+    def codes(self, noise):
+        """Per-layer codes: list of ``[K, codes_l, code_dim]``."""
+        return tf.split(self.extractor(noise), self.codes_per_layer, axis=1)
+
+    def generate_filters(self, noise):
+        """Per-layer filter views ``[K, filters, filter_size]`` (weights then bias)."""
+        return [gen(c) for gen, c in zip(self.filter_generators, self.codes(noise))]
+
+    def generate(self, noise, training=False):
+        return self.target.from_filters(self.generate_filters(noise))
+
+    def gauge_fix(self, params):
+        """S(params): the same networks in the gauge (see :func:`hyperkeras.losses.gauge_fix`)."""
+        return losses.gauge_fix(self.target, params)
+
+    def sample_gauge_fixed(self, n, seed=None):
+        """``n`` sampled networks in the gauge; identical functions to :meth:`sample`."""
+        return self.gauge_fix(self.sample(n, seed))
+
+    def entropy(self, params, dim=None):
+        """KL entropy estimate (d = noise_dim) of networks in this model's gauge."""
+        if self.gauge == "transform":
+            params = self.gauge_fix(params)
+        return losses.kl_entropy(self.target.flatten(params),
+                                 dim=self.noise_dim if dim is None else dim)
+
+    # ---------------------------------------------------------------- training
+    def compile(self, optimizer=None, **kwargs):
+        """Default optimizer: Adam 3e-4 decaying x0.99998 per step (the paper's)."""
+        if optimizer is None:
+            optimizer = adam_with_decay(3e-4, 0.99998)
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=optimizer, **kwargs)
+        self.build()
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker] + self.task_metrics() + [
+            self.entropy_tracker, self.gauge_tracker]
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        x, y = self.split_batch(x, y)
+        k = self.networks_per_step
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        z = keras.random.uniform([k, self.noise_dim], -1.0, 1.0, seed=self.seed_generator)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            params = self.generate(z, training=True)
+            outputs = self.target.forward(params, x)
+            task_loss, acc = self.task_loss(outputs, y)
+            penalty = tf.reduce_mean(losses.gauge_penalty(self.target, params))
+            ent_params = self.gauge_fix(params) if self.gauge == "transform" else params
+            flat = self.target.flatten(ent_params)
+            if self.entropy_weight == 0:
+                flat = tf.stop_gradient(flat)
+            entropy = losses.kl_entropy(flat, dim=self.noise_dim)
+            total = task_loss - self.entropy_weight * entropy / self.lambda_
+            if self.gauge == "penalty":
+                total += self.gamma * penalty / self.lambda_
+            scaled = total / replicas
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self.loss_tracker.update_state(total)
+        self.task_loss_tracker.update_state(task_loss)
+        if acc is not None:
+            self.accuracy_tracker.update_state(acc)
+        self.entropy_tracker.update_state(entropy)
+        self.gauge_tracker.update_state(penalty)
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        return {**super().get_config(), "noise_dim": self.noise_dim,
+                "code_dim": self.code_dim,
+                "extractor_units": list(self.extractor_units),
+                "generator_units": [list(u) for u in self.generator_units],
+                "alpha": self.alpha, "use_bias": self.use_bias,
+                "init_gain": self.init_gain, "gauge": self.gauge,
+                "gamma": self.gamma, "lambda_": self.lambda_,
+                "entropy_weight": self.entropy_weight, "seed": self.seed}
