@@ -130,19 +130,19 @@ def empirical_cdf(values, grid=None):
 
 
 def ood_detection(model, x_in, x_out, y_in=None, n=100, seed=None, score="entropy",
-                  batch_size=500):
+                  batch_size=500, logits=False):
     """Score inliers vs outliers with ``n`` members of ``model``.
 
     ``model`` may also be a tuple ``(inlier member predictions, outlier member
-    predictions)`` of probabilities ``[K, N, C]``.
+    predictions)`` of probabilities ``[K, N, C]`` (logits with ``logits=True``).
 
     Returns a dict with ``auroc``, ``aupr``, ``aupr_in``, ``fpr95``, the mean
     scores, ``accuracy`` on inliers when ``y_in`` is given, and the per-example
     ``inlier_scores`` / ``outlier_scores`` arrays (for ECDF plots).
     """
     if isinstance(model, tuple):
-        lp_in = member_log_probs(model[0])
-        lp_out = member_log_probs(model[1])
+        lp_in = member_log_probs(model[0], logits=logits)
+        lp_out = member_log_probs(model[1], logits=logits)
     else:
         if x_in is None or len(x_in) == 0:
             raise ValueError("the inlier set is empty")
