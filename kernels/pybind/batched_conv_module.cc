@@ -125,7 +125,12 @@ int BatchedConvCuda(int64_t K, int64_t B, int64_t H, int64_t W, int64_t Cin,
 
 }  // namespace
 
-PYBIND11_MODULE(_batched_conv_pybind, m) {
+#ifndef HK_PYBIND_MODULE_NAME
+#define HK_PYBIND_MODULE_NAME _batched_conv_pybind
+#endif
+#define HK_PYBIND_MODULE(name, m) PYBIND11_MODULE(name, m)
+
+HK_PYBIND_MODULE(HK_PYBIND_MODULE_NAME, m) {
   m.doc() = "hyperkeras batched generated-weight convolution (CPU kernel"
 #ifdef HK_WITH_CUDA
             " and CUDA launcher"
