@@ -35,7 +35,7 @@ flags.DEFINE_string("weights_from", None, "An examples/ood_detection.py output f
                     "whose weights/<method>.weights.h5 are loaded instead of training.")
 flags.DEFINE_list("epsilons", ["0.02", "0.05", "0.1", "0.2"], "L-inf budgets.")
 flags.DEFINE_integer("ensemble", 10, "Size of the attacked and of the fresh test ensemble.")
-flags.DEFINE_integer("examples", 200, "Inlier test images attacked.")
+flags.DEFINE_integer("examples", 100, "Inlier test images attacked.")
 flags.DEFINE_integer("pgd_steps", 10, "PGD steps.")
 flags.DEFINE_integer("pgd_restarts", 2, "PGD random restarts.")
 flags.DEFINE_string("adv_out", None, "Output folder (default: --out).")
