@@ -59,7 +59,7 @@ def main(argv):
                   beta=FLAGS.beta)
     start = time.time()
     epochs = 10
-    hist = model.fit(np.tile(x, (1, 1)), y, batch_size=len(x), epochs=epochs * max(
+    hist = model.fit(x, y, batch_size=len(x), epochs=epochs * max(
         1, FLAGS.steps // epochs), verbose=0)
     train_seconds = time.time() - start
     losses = hist.history["task_loss"]
