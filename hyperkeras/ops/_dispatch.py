@@ -1,24 +1,71 @@
-"""Argument checking and dispatch for ``batched_conv2d``."""
+"""Argument checking and dispatch for ``batched_conv2d``.
+
+Path selection (one switch):
+
+* ``force_path("op" | "fallback" | None)`` (also a context manager) wins;
+* otherwise the environment variable ``HYPERKERAS_OPS=op|fallback|auto``
+  (default ``auto``), read at call time;
+* ``auto`` uses the compiled op ``HyperKeras>BatchedConv2D`` when its library
+  loads, else the pure-TF fallback; ``op`` raises ``OpLibraryNotFoundError``
+  naming the missing file if it cannot be loaded.
+
+The op computes float32 only; other dtypes always take the fallback. The op
+has no XLA kernel: models calling ``batched_conv2d`` must use
+``jit_compile=False``.
+"""
 
 import contextlib
+import logging
+import os
 
 import tensorflow as tf
 
 from hyperkeras.ops import _fallback
+from hyperkeras.ops import _loader
+
+logger = logging.getLogger("hyperkeras.ops")
+
+PATHS = ("op", "fallback")
+ENV_VAR = "HYPERKERAS_OPS"
 
 _forced = None  # None (auto), "fallback" or "op"
+_logged = set()
+
+
+def _env_request():
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in ("op", "fallback", "auto"):
+        raise ValueError(f"{ENV_VAR} must be 'op', 'fallback' or 'auto', got "
+                         f"{value!r}")
+    return value
+
+
+def _requested():
+    return _forced if _forced is not None else _env_request()
 
 
 def active_path():
     """Which implementation ``batched_conv2d`` uses now: "op" or "fallback"."""
-    return "fallback"
+    request = _requested()
+    if request == "fallback":
+        return "fallback"
+    if request == "op":
+        _loader.require()
+        return "op"
+    return "op" if _loader.load() is not None else "fallback"
 
 
 def force_path(path):
-    """Force "op", "fallback" or None (automatic). Usable as a context manager."""
+    """Force "op", "fallback" or None (automatic). Usable as a context manager.
+
+    Forcing "op" raises ``OpLibraryNotFoundError`` at once if the compiled
+    library cannot be loaded.
+    """
     global _forced
     if path not in (None, "op", "fallback"):
         raise ValueError(f"path must be None, 'op' or 'fallback', got {path!r}")
+    if path == "op":
+        _loader.require()
     previous, _forced = _forced, path
 
     @contextlib.contextmanager
@@ -30,6 +77,19 @@ def force_path(path):
             _forced = previous
 
     return restore()
+
+
+def _log_once(path):
+    if path not in _logged:
+        _logged.add(path)
+        where = _loader.library_path() if path == "op" else None
+        if path == "op":
+            logger.info("hyperkeras.ops.batched_conv2d: using compiled op %s (%s)",
+                        _loader.OP_NAME, where)
+        else:
+            logger.info("hyperkeras.ops.batched_conv2d: using the pure-TF "
+                        "fallback (%s)", _loader._state["error"] or
+                        f"{ENV_VAR}/force_path")
 
 
 def _check(x, w, bias, padding, activation, pool_padding):
@@ -51,12 +111,25 @@ def _check(x, w, bias, padding, activation, pool_padding):
             f"{w.shape[0]} filter banks")
     if bias is not None and bias.shape.rank != 2:
         raise ValueError(f"bias must have rank 2 [K, Cout], got shape {bias.shape}")
+    if bias is not None:
+        for i, (b, ref) in enumerate(zip(bias.shape, (w.shape[0], w.shape[4]))):
+            if b is not None and ref is not None and b != ref:
+                raise ValueError(f"bias must have shape [K, Cout] = "
+                                 f"[{w.shape[0]}, {w.shape[4]}], got {bias.shape}")
     if padding not in _fallback.PADDINGS or pool_padding not in _fallback.PADDINGS:
         raise ValueError(f"padding must be one of {_fallback.PADDINGS}, got "
                          f"{padding!r} / pool_padding {pool_padding!r}")
     if activation not in _fallback.ACTIVATIONS:
         raise ValueError(f"Unknown activation {activation!r}; expected one of "
                          f"{_fallback.ACTIVATIONS}")
+    if 0 in x.shape.as_list() or 0 in w.shape.as_list():
+        raise ValueError(f"zero-size input: x {x.shape}, w {w.shape}")
+    if padding == "VALID":
+        for dim, k in zip(x.shape[-3:-1], w.shape[1:3]):
+            if dim is not None and k is not None and dim < k:
+                raise ValueError(
+                    f"input {x.shape} is smaller than the filter {w.shape[1:3]} "
+                    "with VALID padding")
 
 
 def batched_conv2d(x, w, bias=None, padding="SAME", activation="none",
@@ -79,6 +152,18 @@ def batched_conv2d(x, w, bias=None, padding="SAME", activation="none",
     bias = None if bias is None else tf.convert_to_tensor(bias)
     padding, pool_padding = str(padding).upper(), str(pool_padding).upper()
     _check(x, w, bias, padding, activation, pool_padding)
+    path = active_path()
+    float32 = (x.dtype == tf.float32 and w.dtype == tf.float32 and
+               (bias is None or bias.dtype == tf.float32))
+    if path == "op" and float32:
+        _log_once("op")
+        if bias is None:
+            ws = tf.shape(w)
+            bias = tf.zeros(tf.stack([ws[0], ws[4]]), dtype=tf.float32)
+        return _loader.raw_op()(
+            x, w, bias, padding=padding, activation=activation,
+            alpha=float(alpha), pool=bool(pool), pool_padding=pool_padding)
+    _log_once("fallback")
     return _fallback.batched_conv2d_fallback(
         x, w, bias, padding=padding, activation=activation, alpha=alpha,
         pool=pool, pool_padding=pool_padding)
