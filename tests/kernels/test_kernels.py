@@ -141,7 +141,15 @@ def test_check_nvcc_script():
                     reason="set HYPERKERAS_TSAN=1 to run the ThreadSanitizer build")
 def test_emulated_kernel_under_thread_sanitizer(pytestconfig, tmp_path):
     exe = _build_harness(str(pytestconfig.cache.mkdir("hyperkeras_emu")),
-                         ["-fsanitize=thread"], tag="tsan")
+                         ["-fsanitize=thread", "-O0"], tag="tsan")
+    # Self-check: TSan must flag a deliberately racy emulated kernel.
+    racy = str(tmp_path / "racy")
+    subprocess.run(["g++", "-std=c++17", "-O0", "-g", "-pthread",
+                    "-fsanitize=thread", "-I" + KERNELS,
+                    os.path.join(ROOT, "tests", "kernels", "emu_race_selfcheck.cc"),
+                    "-o", racy], check=True)
+    r = subprocess.run([racy], capture_output=True, text=True, timeout=120)
+    assert "ThreadSanitizer: data race" in r.stderr
     rng = np.random.default_rng(2)
     for i, (shape, pool) in enumerate([((2, 2, 9, 11, 5, 10, 3, 3), True),
                                        ((1, 1, 18, 17, 12, 9, 5, 5), False)]):
