@@ -44,7 +44,7 @@ flags.DEFINE_float("entropy_weight", 1.0, "Weight of the entropy term (0: off)."
 flags.DEFINE_integer("networks", 32, "Networks sampled per training step.")
 flags.DEFINE_integer("images_per_network", 32, "Images per network per step.")
 flags.DEFINE_float("learning_rate", 3e-4, "Initial Adam learning rate.")
-flags.DEFINE_float("decay", 0.9995, "Learning-rate decay per step.")
+flags.DEFINE_float("decay", 0.9996, "Learning-rate decay per step.")
 flags.DEFINE_string("gauge", "transform", "transform, penalty or none.")
 flags.DEFINE_integer("eval_examples", 10000, "Test examples used for evaluation (<= test size).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -55,13 +55,21 @@ def accuracy(pred, y):
     return float(np.mean(pred == y))
 
 
-def network_accuracies(model, params, x, y, batch=1000):
+def member_probabilities(model, params, x, nets=10, batch=500):
+    """``[K, N, classes]`` softmax outputs, in chunks (memory: nets x batch images)."""
+    k = params[0][0].shape[0]
+    out = []
+    for lo in range(0, k, nets):
+        sub = [(w[lo:lo + nets], b[lo:lo + nets]) for w, b in params]
+        out.append(np.concatenate(
+            [tf.nn.softmax(model.target.forward(sub, x[i:i + batch]), -1).numpy()
+             for i in range(0, len(x), batch)], axis=1))
+    return np.concatenate(out, 0)
+
+
+def network_accuracies(model, params, x, y):
     """Test accuracy of each of the K networks in ``params``."""
-    correct = 0
-    for i in range(0, len(x), batch):
-        logits = model.target.forward(params, x[i:i + batch]).numpy()
-        correct = correct + np.sum(np.argmax(logits, -1) == y[None, i:i + batch], axis=1)
-    return correct / len(x)
+    return np.mean(np.argmax(member_probabilities(model, params, x), -1) == y[None], axis=1)
 
 
 def main(argv):
@@ -93,13 +101,7 @@ def main(argv):
     # ---- single networks and ensembles (200 networks drawn with one seed)
     eval_seed = FLAGS.seed + 1
     params200 = model.sample(200, eval_seed)
-    probs = []
-    for lo in range(0, 200, 50):
-        sub = [(k[lo:lo + 50], b[lo:lo + 50]) for k, b in params200]
-        probs.append(np.concatenate(
-            [tf.nn.softmax(model.target.forward(sub, x_test[i:i + 1000]), -1).numpy()
-             for i in range(0, len(x_test), 1000)], axis=1))
-    probs = np.concatenate(probs, 0)                         # [200, N, C]
+    probs = member_probabilities(model, params200, x_test)        # [200, N, C]
     preds = np.argmax(probs, -1)
     acc200 = np.mean(preds == y_test[None], axis=1)
     singles = acc200[:100]

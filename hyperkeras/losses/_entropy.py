@@ -18,18 +18,24 @@ def log_unit_ball_volume(d):
     return 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1.0)
 
 
+_DIRECT_LIMIT = 1 << 22  # N*N*D elements up to which differences are formed exactly
+
+
 def nearest_neighbour_sq_distances(samples):
     """``[N]`` squared Euclidean distance of each sample to its nearest other one.
 
-    Gram-matrix form (memory ``N^2``, not ``N^2 D``) on centred samples, clamped
-    at zero; the diagonal is masked with ``tf.where`` so no ``inf * 0`` can
-    reach the gradient.
+    Exact pairwise differences when ``N*N*D`` is small; otherwise the Gram form
+    (memory ``N^2``, not ``N^2 D``) on centred samples, clamped at zero. The
+    diagonal is masked with ``tf.where`` so no ``inf * 0`` reaches the gradient.
     """
     x = samples - tf.reduce_mean(samples, 0, keepdims=True)
-    sq = tf.reduce_sum(tf.square(x), -1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * tf.matmul(x, x, transpose_b=True)
-    d2 = tf.maximum(d2, 0.0)
-    n = tf.shape(x)[0]
+    n, dim = x.shape[0], x.shape[1]
+    if dim is not None and n * n * dim <= _DIRECT_LIMIT:
+        d2 = tf.reduce_sum(tf.square(x[:, None, :] - x[None, :, :]), -1)
+    else:
+        sq = tf.reduce_sum(tf.square(x), -1)
+        d2 = sq[:, None] + sq[None, :] - 2.0 * tf.matmul(x, x, transpose_b=True)
+        d2 = tf.maximum(d2, 0.0)
     eye = tf.eye(n, dtype=tf.bool)
     big = tf.stop_gradient(tf.reduce_max(d2)) + 1.0
     d2 = tf.where(eye, big, d2)
