@@ -34,8 +34,8 @@ import tensorflow as tf  # noqa: E402
 from hyperkeras import losses  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 3000, "Training steps.")
-flags.DEFINE_integer("batch", 128, "Noise samples per step.")
+flags.DEFINE_integer("steps", 6000, "Training steps.")
+flags.DEFINE_integer("batch", 256, "Noise samples per step.")
 flags.DEFINE_float("lambda_", 0.2, "Weight of the negative log-density term.")
 flags.DEFINE_float("entropy_weight", 1.0, "Weight of the entropy term.")
 flags.DEFINE_float("l2", 1e-4, "L2 regularisation of the hypernetwork weights.")

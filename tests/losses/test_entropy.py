@@ -61,3 +61,23 @@ def test_too_few_samples(n):
 def test_bad_rank():
     with pytest.raises(ValueError):
         kl_entropy(tf.zeros([5]))
+
+
+def test_close_points_far_from_origin_low_dim():
+    """Nearest-neighbour distances stay exact for close points with large norms."""
+    rng = np.random.default_rng(1)
+    x = (100.0 + 1e-3 * rng.normal(size=(64, 2))).astype(np.float32)
+    d = np.linalg.norm(x[:, None].astype(np.float64) - x[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    psi = -np.euler_gamma + sum(1 / k for k in range(1, 64))
+    expected = psi + 2 * np.mean(np.log(d.min(1)))
+    assert float(kl_entropy(x)) == pytest.approx(expected, abs=1e-2)
+
+
+def test_gram_path_matches_exact_in_high_dim():
+    x = tf.random.stateless_normal([40, 3000], seed=[8, 9])  # 40*40*3000 > direct limit
+    d = np.linalg.norm(x.numpy()[:, None] - x.numpy()[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    psi = -np.euler_gamma + sum(1 / k for k in range(1, 40))
+    expected = psi + 5 * np.mean(np.log(d.min(1)))
+    assert float(kl_entropy(x, dim=5)) == pytest.approx(expected, abs=1e-3)
