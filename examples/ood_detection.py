@@ -21,7 +21,8 @@ classes 0-4 are the inliers, classes 5-9 the outliers. ``--inlier`` and
 Writes OUT/metrics.json (``inlier``, ``outlier``, ``methods`` {method:
 {accuracy, auroc, aupr, fpr95, ...}}), OUT/entropy_cdf.png (empirical CDF of
 the entropy on outliers and inliers, the paper's Fig. 3-4),
-OUT/accuracy_hist.png and OUT/weights/<method>.weights.h5 (reused by
+OUT/accuracy_hist.png, OUT/scores.npz (per-example scores) and
+OUT/weights/<method>.weights.h5 (reused by
 examples/adversarial.py --weights_from OUT).
 """
 
@@ -238,11 +239,12 @@ def main(argv):
         print("{:<15}{:>10.4f}{:>10.4f}{:>10.4f}{:>10.4f}".format(
             name, r["auroc"], r["aupr"], r["fpr95"], r["accuracy"]))
     if results:
-        curves = {f"{k} (outliers)": v for k, v in cdf_out.items()}
-        curves.update({f"{k} (inliers)": v for k, v in cdf_in.items()})
-        plots.entropy_cdfs(curves, os.path.join(FLAGS.out, "entropy_cdf.png"),
-                           title="Predictive entropy: outliers vs inliers",
-                           max_entropy=math.log(num_classes))
+        np.savez(os.path.join(FLAGS.out, "scores.npz"),
+                 **{f"{k}_outlier": v for k, v in cdf_out.items()},
+                 **{f"{k}_inlier": v for k, v in cdf_in.items()})
+        plots.entropy_cdfs(cdf_out, os.path.join(FLAGS.out, "entropy_cdf.png"),
+                           title="Predictive entropy: outliers (solid), inliers (dashed)",
+                           max_entropy=math.log(num_classes), dashed_curves=cdf_in)
         plots.accuracy_histograms(singles, os.path.join(FLAGS.out, "accuracy_hist.png"))
     metrics = {**info, "score": FLAGS.score, "num_classes": num_classes,
                "methods": results, "total_seconds": time.time() - total}

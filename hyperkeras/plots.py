@@ -24,22 +24,33 @@ def _save(fig, path):
 
 
 def entropy_cdfs(curves, path, title="Empirical CDF of predictive entropy",
-                 xlabel="predictive entropy (nats)", max_entropy=None):
+                 xlabel="predictive entropy (nats)", max_entropy=None,
+                 dashed_curves=None, dashed_suffix=" (inliers)"):
     """Empirical CDFs of per-example scores, one step curve per label.
 
     ``curves``: ``{label: 1-D array}``. A curve further right / lower means
-    higher uncertainty (the paper's Fig. 3-4, on outliers). ``max_entropy``
-    (e.g. ``log C``) draws a dotted vertical line.
+    higher uncertainty (the paper's Fig. 3-4, on outliers). ``dashed_curves``
+    (same labels, e.g. the inlier scores) are drawn dashed in the colour of the
+    curve with the same label. ``max_entropy`` (e.g. ``log C``) draws a dotted
+    vertical line.
     """
     if not curves:
         raise ValueError("entropy_cdfs needs at least one curve")
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for label, values in curves.items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def draw(values, label, color, ls):
         v = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
         if v.size == 0:
             raise ValueError(f"curve {label!r} is empty")
         ax.step(np.r_[v[0], v], np.r_[0.0, np.arange(1, len(v) + 1) / len(v)],
-                where="post", label=label)
+                where="post", label=label, color=color, ls=ls)
+
+    for i, (label, values) in enumerate(curves.items()):
+        color = colors[i % len(colors)]
+        draw(values, label, color, "-")
+        if dashed_curves and label in dashed_curves:
+            draw(dashed_curves[label], f"{label}{dashed_suffix}", color, "--")
     if max_entropy is not None:
         ax.axvline(max_entropy, color="grey", ls=":", lw=1, label="max entropy")
     ax.set_xlabel(xlabel)

@@ -9,7 +9,8 @@ from hyperkeras import plots
 def test_figures_are_written(tmp_path):
     rng = np.random.default_rng(0)
     p = plots.entropy_cdfs({"a": rng.uniform(size=50), "b": rng.uniform(size=30)},
-                           str(tmp_path / "cdf.png"), max_entropy=np.log(5))
+                           str(tmp_path / "cdf.png"), max_entropy=np.log(5),
+                           dashed_curves={"a": rng.uniform(size=20)})
     assert (tmp_path / "cdf.png").stat().st_size > 1000 and p.endswith("cdf.png")
     plots.accuracy_histograms({"x": rng.uniform(0.8, 0.9, 40)}, str(tmp_path / "h.png"))
     grid = np.linspace(-6, 6, 25)
