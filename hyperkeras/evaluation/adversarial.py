@@ -56,6 +56,11 @@ def attack_function(model, n=1, seed=0):
 
 
 def _loss_and_grad_fn(logits_fn):
+    """A cached ``tf.function`` (one trace per logits function, not per call)."""
+    cached = getattr(logits_fn, "_hyperkeras_loss_grad", None)
+    if cached is not None:
+        return cached
+
     @tf.function(reduce_retracing=True)
     def loss_grad(x, y):
         with tf.GradientTape() as tape:
@@ -66,6 +71,11 @@ def _loss_and_grad_fn(logits_fn):
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
             total = tf.reduce_sum(loss)
         return loss, tape.gradient(total, x)
+
+    try:  # a reference cycle the garbage collector can free, unlike a global cache
+        logits_fn._hyperkeras_loss_grad = loss_grad
+    except AttributeError:
+        pass
     return loss_grad
 
 
