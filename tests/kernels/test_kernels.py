@@ -40,11 +40,18 @@ def _build_harness(cache_dir, extra_flags=(), tag="opt"):
     return exe
 
 
+def _cache_dir(pytestconfig, tmp_path_factory):
+    cache = getattr(pytestconfig, "cache", None)
+    if cache is not None:
+        return str(cache.mkdir("hyperkeras_emu"))
+    return str(tmp_path_factory.getbasetemp())  # cacheprovider disabled
+
+
 @pytest.fixture(scope="session")
-def harness(pytestconfig):
+def harness(pytestconfig, tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: cannot build the CUDA emulation harness")
-    return _build_harness(str(pytestconfig.cache.mkdir("hyperkeras_emu")))
+    return _build_harness(_cache_dir(pytestconfig, tmp_path_factory))
 
 
 def run_emulated(exe, tmp_path, x, w, bias, padding, activation, alpha, pool,
@@ -139,8 +146,9 @@ def test_check_nvcc_script():
 
 @pytest.mark.skipif(os.environ.get("HYPERKERAS_TSAN") != "1",
                     reason="set HYPERKERAS_TSAN=1 to run the ThreadSanitizer build")
-def test_emulated_kernel_under_thread_sanitizer(pytestconfig, tmp_path):
-    exe = _build_harness(str(pytestconfig.cache.mkdir("hyperkeras_emu")),
+def test_emulated_kernel_under_thread_sanitizer(pytestconfig, tmp_path_factory,
+                                                tmp_path):
+    exe = _build_harness(_cache_dir(pytestconfig, tmp_path_factory),
                          ["-fsanitize=thread", "-O0"], tag="tsan")
     # Self-check: TSan must flag a deliberately racy emulated kernel.
     racy = str(tmp_path / "racy")
