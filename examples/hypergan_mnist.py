@@ -20,10 +20,12 @@ from hyperkeras import datasets
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "Dataset name or local path (IDX folder, .npz).")
-flags.DEFINE_integer("steps", 3000, "Training steps.")
-flags.DEFINE_integer("networks", 16, "Networks sampled per training step.")
-flags.DEFINE_integer("batch_size", 32, "Images per step (shared by all networks).")
+flags.DEFINE_integer("steps", 6000, "Training steps.")
+flags.DEFINE_integer("networks", 8, "Networks sampled per training step.")
+flags.DEFINE_integer("batch_size", 64, "Images per step (shared by all networks).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of mixer and generators.")
+flags.DEFINE_float("final_lr_fraction", 0.05,
+                   "Cosine decay of the generator learning rate down to this fraction.")
 flags.DEFINE_float("d_learning_rate", 1e-4, "Adam learning rate of the discriminator.")
 flags.DEFINE_float("beta", 1.0, "Weight of the adversarial prior loss.")
 flags.DEFINE_integer("noise_dim", 256, "Mixer noise size s.")
@@ -47,7 +49,9 @@ def main(argv):
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks)
-    model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
+    schedule = keras.optimizers.schedules.CosineDecay(
+        FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
                   discriminator_optimizer=keras.optimizers.Adam(FLAGS.d_learning_rate),
                   beta=FLAGS.beta)
     epochs = 10
