@@ -7,34 +7,34 @@ or logits with ``logits=True``) or on a model exposing ``predict_members``
 which are then evaluated in batches.
 """
 
-from hyperkeras.evaluation.adversarial import adversarial_evaluation
-from hyperkeras.evaluation.adversarial import attack
-from hyperkeras.evaluation.adversarial import attack_function
-from hyperkeras.evaluation.adversarial import evaluate_members
-from hyperkeras.evaluation.adversarial import fgsm
-from hyperkeras.evaluation.adversarial import pgd
-from hyperkeras.evaluation.diversity import diversity
-from hyperkeras.evaluation.diversity import layer_norms
-from hyperkeras.evaluation.diversity import pairwise_distances
-from hyperkeras.evaluation.metrics import accuracy_majority_vote
-from hyperkeras.evaluation.metrics import accuracy_mean_probability
-from hyperkeras.evaluation.metrics import accuracy_summed_logits
-from hyperkeras.evaluation.metrics import calibration_bins
-from hyperkeras.evaluation.metrics import ensemble_probabilities
-from hyperkeras.evaluation.metrics import ensemble_scores
-from hyperkeras.evaluation.metrics import expected_calibration_error
-from hyperkeras.evaluation.metrics import expected_entropy
-from hyperkeras.evaluation.metrics import majority_vote
-from hyperkeras.evaluation.metrics import mutual_information
-from hyperkeras.evaluation.metrics import negative_log_likelihood
-from hyperkeras.evaluation.metrics import predictive_entropy
-from hyperkeras.evaluation.ood import aupr
-from hyperkeras.evaluation.ood import auroc
-from hyperkeras.evaluation.ood import detection_metrics
-from hyperkeras.evaluation.ood import empirical_cdf
-from hyperkeras.evaluation.ood import fpr_at_tpr
-from hyperkeras.evaluation.ood import ood_detection
-from hyperkeras.evaluation.ood import uncertainty_scores
+from hyperkeras.evaluation._adversarial import adversarial_evaluation
+from hyperkeras.evaluation._adversarial import attack
+from hyperkeras.evaluation._adversarial import attack_function
+from hyperkeras.evaluation._adversarial import evaluate_members
+from hyperkeras.evaluation._adversarial import fgsm
+from hyperkeras.evaluation._adversarial import pgd
+from hyperkeras.evaluation._diversity import diversity
+from hyperkeras.evaluation._diversity import layer_norms
+from hyperkeras.evaluation._diversity import pairwise_distances
+from hyperkeras.evaluation._metrics import accuracy_majority_vote
+from hyperkeras.evaluation._metrics import accuracy_mean_probability
+from hyperkeras.evaluation._metrics import accuracy_summed_logits
+from hyperkeras.evaluation._metrics import calibration_bins
+from hyperkeras.evaluation._metrics import ensemble_probabilities
+from hyperkeras.evaluation._metrics import ensemble_scores
+from hyperkeras.evaluation._metrics import expected_calibration_error
+from hyperkeras.evaluation._metrics import expected_entropy
+from hyperkeras.evaluation._metrics import majority_vote
+from hyperkeras.evaluation._metrics import mutual_information
+from hyperkeras.evaluation._metrics import negative_log_likelihood
+from hyperkeras.evaluation._metrics import predictive_entropy
+from hyperkeras.evaluation._ood import aupr
+from hyperkeras.evaluation._ood import auroc
+from hyperkeras.evaluation._ood import detection_metrics
+from hyperkeras.evaluation._ood import empirical_cdf
+from hyperkeras.evaluation._ood import fpr_at_tpr
+from hyperkeras.evaluation._ood import ood_detection
+from hyperkeras.evaluation._ood import uncertainty_scores
 
 __all__ = [
     "accuracy_majority_vote", "accuracy_mean_probability", "accuracy_summed_logits",

@@ -15,7 +15,7 @@ networks fooled for several epsilons.
 import numpy as np
 import tensorflow as tf
 
-from hyperkeras.evaluation import metrics
+from hyperkeras.evaluation import _metrics as metrics
 from hyperkeras.evaluation._common import check_labels
 from hyperkeras.evaluation._common import log_softmax
 

@@ -7,7 +7,7 @@ All metrics are exact under ties: tied scores are treated as one threshold.
 
 import numpy as np
 
-from hyperkeras.evaluation import metrics
+from hyperkeras.evaluation import _metrics as metrics
 from hyperkeras.evaluation._common import check_labels
 from hyperkeras.evaluation._common import member_log_probs
 
