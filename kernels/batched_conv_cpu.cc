@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -102,6 +103,16 @@ Isa GetIsa() {
   return isa;
 }
 
+// Shared input: treat the K networks' output channels as one wide channel
+// dimension (see run_wide in batched_conv_cpu_impl.inc).
+// HYPERKERAS_CPU_WIDE=0/1 overrides the choice (for benchmarking).
+bool UseWidePath(const hk_batched_conv_params& p) {
+  if (!p.shared_input) return false;
+  const char* e = std::getenv("HYPERKERAS_CPU_WIDE");
+  if (e && *e) return std::atoi(e) != 0;
+  return true;
+}
+
 }  // namespace
 
 const ParallelFor& DefaultParallelFor() {
@@ -151,29 +162,58 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
   g.y = p.y;
 
   const Isa isa = GetIsa();
+  const bool wide = UseWidePath(p);
+  const int64_t ncols = wide ? g.K * g.cout : g.cout;
   int vw = 4;
   if (isa == Isa::kAvx512) {
     vw = 16;
-    g.nv = cpu_avx512::choose_nv(g.cout);
+    g.nv = wide ? cpu_avx512::choose_nv_wide(ncols) : cpu_avx512::choose_nv(ncols);
   } else if (isa == Isa::kAvx2) {
     vw = 8;
 #ifdef HK_X86_DISPATCH
-    g.nv = cpu_avx2::choose_nv(g.cout);
+    g.nv = wide ? cpu_avx2::choose_nv_wide(ncols) : cpu_avx2::choose_nv(ncols);
 #endif
   } else {
-    g.nv = cpu_base::choose_nv(g.cout);
+    g.nv = wide ? cpu_base::choose_nv_wide(ncols) : cpu_base::choose_nv(ncols);
   }
 #ifndef HK_X86_DISPATCH
   (void)vw;
 #endif
   const int64_t cbw = static_cast<int64_t>(g.nv) * vw;
-  g.cpad = (g.cout + cbw - 1) / cbw * cbw;
+  g.cpad = (ncols + cbw - 1) / cbw * cbw;
   const int64_t ncb = g.cpad / cbw;
   const int64_t taps = g.kh * g.kw;
-
-  // 1a. Pack filters: [K][ncb][kh][kw*Cin][cbw].
-  std::vector<float> wpack(static_cast<size_t>(g.K * ncb * taps * g.cin * cbw));
   const int64_t wk_size = taps * g.cin * g.cout;
+
+  std::vector<float> wpack, bias_pack;
+  if (wide) {
+    // 1a'. Wide packing: [ncb][kh][kw*Cin][cbw] over the K*Cout channels
+    // j = k*Cout + c; bias likewise [ncb*cbw].
+    wpack.resize(static_cast<size_t>(ncb * taps * g.cin * cbw));
+    bias_pack.assign(static_cast<size_t>(ncb * cbw), 0.f);
+    if (p.bias) std::memcpy(bias_pack.data(), p.bias, sizeof(float) * ncols);
+    pfor(ncb, taps * g.cin * cbw * 2, [&](int64_t b0, int64_t b1) {
+      for (int64_t cb = b0; cb < b1; ++cb) {
+        float* dst = wpack.data() + cb * taps * g.cin * cbw;
+        for (int64_t l0 = 0; l0 < cbw;) {
+          const int64_t j = cb * cbw + l0;
+          if (j >= ncols) {
+            for (int64_t t = 0; t < taps * g.cin; ++t)
+              std::fill(dst + t * cbw + l0, dst + t * cbw + cbw, 0.f);
+            break;
+          }
+          const int64_t k = j / g.cout, c = j - k * g.cout;
+          const int64_t len = std::min(g.cout - c, cbw - l0);
+          const float* src = p.w + k * wk_size + c;
+          for (int64_t t = 0; t < taps * g.cin; ++t)
+            std::memcpy(dst + t * cbw + l0, src + t * g.cout, sizeof(float) * len);
+          l0 += len;
+        }
+      }
+    });
+  } else {
+  // 1a. Pack filters: [K][ncb][kh][kw*Cin][cbw].
+  wpack.resize(static_cast<size_t>(g.K * ncb * taps * g.cin * cbw));
   pfor(g.K, wk_size * 2, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const float* src = p.w + k * wk_size;
@@ -189,6 +229,7 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
       }
     }
   });
+  }
 
   // 1b. Zero-pad the input once for SAME (VALID reads x in place).
   const int64_t nimg = g.shared_input ? g.B : g.K * g.B;
@@ -213,8 +254,24 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
     g.wp = g.W;
   }
 
-  // 2. Conv + fused epilogue, one task per (k, b, output row).
   cpu_detail::Buffers bf{xsrc, wpack.data()};
+  if (wide) {
+    // 2'. One task per (channel block, image), channel-block major.
+    const float* bp = bias_pack.data();
+    const int64_t cost = g.hc * g.wc * cbw * taps * g.cin + 1;
+    pfor(ncb * g.B, cost, [&](int64_t t0, int64_t t1) {
+      switch (isa) {
+#ifdef HK_X86_DISPATCH
+        case Isa::kAvx512: cpu_avx512::run_wide(g, bf, bp, t0, t1); break;
+        case Isa::kAvx2: cpu_avx2::run_wide(g, bf, bp, t0, t1); break;
+#endif
+        default: cpu_base::run_wide(g, bf, bp, t0, t1); break;
+      }
+    });
+    return HK_OK;
+  }
+
+  // 2. Conv + fused epilogue, one task per (k, b, output row).
   const int64_t ntasks = g.K * g.B * g.ho;
   const int64_t cost = (g.pool ? 2 : 1) * g.wc * g.cpad * taps * g.cin + 1;
   pfor(ntasks, cost, [&](int64_t t0, int64_t t1) {

@@ -42,6 +42,11 @@ def sweep(seed=1234, n=28):
         (1, 2, 5, 5, 1, 3, 5, 5, True, "VALID", "none", False, "VALID", True),
         (2, 2, 6, 6, 1, 5, 5, 5, True, "VALID", "relu", True, "SAME", True),
         (2, 2, 3, 1, 4, 3, 1, 1, False, "SAME", "none", True, "SAME", True),
+        # shared input, K*Cout over several CPU channel blocks (wide path,
+        # NV=4 / NV=3 blocks, networks straddling block boundaries)
+        (17, 2, 8, 9, 2, 15, 3, 3, True, "VALID", "leaky_relu", True, "SAME", True),
+        (9, 2, 11, 10, 5, 29, 3, 3, True, "SAME", "relu", True, "SAME", False),
+        (4, 3, 12, 12, 32, 16, 5, 5, True, "VALID", "none", False, "VALID", True),
     ]
     cases = list(fixed)
     for _ in range(n - len(fixed)):
