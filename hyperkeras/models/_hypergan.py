@@ -83,6 +83,7 @@ class HyperGAN(HyperModel):
         self.d_optimizer = keras.optimizers.get(discriminator_optimizer)
         self.beta = float(beta)
         self.build()
+        self.optimizer.build(self.generator_variables())
         self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def get_compile_config(self):

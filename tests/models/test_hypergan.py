@@ -208,3 +208,16 @@ def test_compile_config_survives_saving(tmp_path):
     assert loaded.beta == 0.25
     assert isinstance(loaded.d_optimizer, keras.optimizers.SGD)
     loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def test_optimizer_state_is_restored(tmp_path):
+    m = tiny_model()
+    m.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+    x, y = tiny_data(16)
+    m.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    assert int(loaded.optimizer.iterations.numpy()) == int(m.optimizer.iterations.numpy()) == 2
+    for a, b in zip(loaded.optimizer.variables, m.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b))
