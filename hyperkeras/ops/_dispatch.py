@@ -9,6 +9,15 @@ Path selection (one switch):
   loads, else the pure-TF fallback; ``op`` raises ``OpLibraryNotFoundError``
   naming the missing file if it cannot be loaded.
 
+Under a recording ``GradientTape`` (training), the op path by default emits
+the fallback formulation for layers with an activation or pooling: the fused
+op's gradient must recompute the pre-pool convolution (a second forward), which
+measured slower than the fallback's own gradient
+(``benchmarks/training_step.py``). ``HYPERKERAS_OPS_TAPE`` selects this:
+``fallback`` (default), ``split`` (op computes conv + bias, TF applies the
+activation / pool; no recomputation) or ``fused`` (the fused op and its
+registered gradient). Without a tape (inference) the fused op is used.
+
 The op computes float32 only; other dtypes always take the fallback. The op
 has no XLA kernel: models calling ``batched_conv2d`` must use
 ``jit_compile=False``.
@@ -132,6 +141,40 @@ def _check(x, w, bias, padding, activation, pool_padding):
                     "with VALID padding")
 
 
+def _tape_records(*tensors):
+    """True if an active GradientTape will record backprop through them."""
+    try:
+        from tensorflow.python.eager import record  # pylint: disable=g-import-not-at-top
+        return bool(record.should_record_backprop(list(tensors)))
+    except Exception:  # noqa: BLE001 - private API; fall back to fused op
+        return False
+
+
+def _op_for_training(x, w, bias, padding, activation, alpha, pool, pool_padding):
+    """Op path under a recording GradientTape.
+
+    The fused op's gradient would have to recompute the pre-pool conv output
+    (the max-pool gradient needs it), i.e. a second forward convolution. When
+    a tape records, the op computes only conv + bias (its gradient then needs
+    no recomputation) and activation / max-pool run as TF ops whose gradients
+    reuse their saved inputs, like the fallback does.
+    """
+    z = _loader.raw_op()(x, w, bias, padding=padding, activation="none",
+                         alpha=alpha, pool=False, pool_padding=pool_padding)
+    a = _fallback.apply_activation(z, activation, alpha)
+    if not pool:
+        return a
+    zs = tf.shape(z)
+    p = tf.nn.max_pool2d(tf.reshape(a, tf.concat([[-1], zs[2:]], 0)), ksize=2,
+                         strides=2, padding=pool_padding)
+    ps = tf.shape(p)
+    out = tf.reshape(p, tf.concat([zs[:2], ps[1:]], 0))
+    # Keep the static shape the fused op would have.
+    k, b = w.shape[0], x.shape[0] if x.shape.rank == 4 else x.shape[1]
+    out.set_shape([k, b, p.shape[1], p.shape[2], w.shape[4]])
+    return out
+
+
 def batched_conv2d(x, w, bias=None, padding="SAME", activation="none",
                    alpha=0.2, pool=False, pool_padding="VALID"):
     """K convolutions with generated filters, fused with bias, activation, pool.
@@ -160,6 +203,16 @@ def batched_conv2d(x, w, bias=None, padding="SAME", activation="none",
         if bias is None:
             ws = tf.shape(w)
             bias = tf.zeros(tf.stack([ws[0], ws[4]]), dtype=tf.float32)
+        training = os.environ.get("HYPERKERAS_OPS_TAPE", "fallback")
+        if (activation != "none" or pool) and _tape_records(x, w, bias):
+            if training == "split":
+                return _op_for_training(x, w, bias, padding, activation,
+                                        float(alpha), bool(pool), pool_padding)
+            if training != "fused":
+                _log_once("fallback")
+                return _fallback.batched_conv2d_fallback(
+                    x, w, bias, padding=padding, activation=activation,
+                    alpha=alpha, pool=pool, pool_padding=pool_padding)
         return _loader.raw_op()(
             x, w, bias, padding=padding, activation=activation,
             alpha=float(alpha), pool=bool(pool), pool_padding=pool_padding)

@@ -84,6 +84,35 @@ def test_gradient_matches_autodiff_of_fallback(path, shared, act, pool, pp):
 
 
 @needs_op
+@pytest.mark.parametrize("tape_mode", ["fallback", "split", "fused"])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("act,pool,pp", [("relu", False, "VALID"),
+                                         ("leaky_relu", True, "SAME")])
+def test_op_path_under_tape_modes(monkeypatch, tape_mode, shared, act, pool, pp):
+    monkeypatch.setenv("HYPERKERAS_OPS_TAPE", tape_mode)
+    rng = np.random.default_rng(11)
+    x, w, bias = make_case(rng, 3, 2, 8, 7, 3, 5, 3, 3, shared)
+    x, w, bias = map(tf.constant, (x, w, bias))
+    kwargs = dict(padding="SAME", activation=act, pool=pool, pool_padding=pp)
+    up = tf.constant(rng.standard_normal(
+        batched_conv2d_numpy(x, w, bias, **kwargs).shape).astype(np.float32))
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w, bias])
+            y = fn(x, w, bias, **kwargs)
+            loss = tf.reduce_sum(y * up)
+        return [y] + tape.gradient(loss, [x, w, bias])
+
+    with ops.force_path("op"):
+        got = tf.function(lambda: grads(ops.batched_conv2d))()
+    want = grads(ops._fallback.batched_conv2d_loop)
+    assert got[0].shape == want[0].shape
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+@needs_op
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("attrs", [
     dict(padding="SAME", activation="leaky_relu", alpha=0.3),
