@@ -12,7 +12,7 @@ import pytest
 
 from hyperkeras.ops._reference import batched_conv2d_numpy
 
-from conftest import assert_close, case_id, make_case, sweep
+from conv_cases import assert_close, case_id, make_case, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KERNELS = os.path.join(ROOT, "kernels")

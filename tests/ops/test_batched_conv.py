@@ -13,7 +13,7 @@ from hyperkeras.ops import _dispatch
 from hyperkeras.ops import _loader
 from hyperkeras.ops._reference import batched_conv2d_numpy
 
-from conftest import assert_close, case_id, make_case, sweep
+from conv_cases import assert_close, case_id, make_case, sweep
 
 HAVE_OP = _loader.load() is not None
 needs_op = pytest.mark.skipif(

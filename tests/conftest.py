@@ -1,0 +1,18 @@
+"""Test-wide setup: shared helper modules importable, GPU tests skipped without a GPU."""
+
+import os
+import sys
+
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def pytest_collection_modifyitems(config, items):
+    if tf.config.list_physical_devices("GPU"):
+        return
+    skip = pytest.mark.skip(reason="no GPU visible to TensorFlow")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
