@@ -15,6 +15,12 @@ dense 8, dense 10), then writes to OUT (default runs/gauge_entropy):
   sampled networks vs along the images of straight lines in noise space);
 * accuracy_histogram.png, pca_scatter.png, paths.png, filters.png;
 * saved_model/ (model.export: images -> ensemble probabilities and entropy).
+
+Measured (Fashion-MNIST, default flags, 2-core CPU shared, load ~4): 2500 steps
+in 625 s of training (12m40s wall in all), 100 networks 87.8% +- 0.2% (min
+87.2%), ensembles of 100: 88.6% (mean prob) / 88.5% (vote), entropy estimate
+1518 nats (d=300) vs 1025 with --entropy_weight 0 --steps 800; direct paths
+85.7% vs interpolated paths 87.9% (mean over 5 pairs x 7 interior points).
 """
 
 import json
@@ -135,6 +141,8 @@ def main(argv):
     # endpoints coincide; compare the interior points
     path_acc = {"direct": float(direct[:, 1:-1].mean()),
                 "interpolated": float(interp[:, 1:-1].mean()),
+                "direct_per_pair": direct[:, 1:-1].mean(1).tolist(),
+                "interpolated_per_pair": interp[:, 1:-1].mean(1).tolist(),
                 "points": points, "pairs": pairs, "examples": len(x_path)}
 
     metrics = {
@@ -175,10 +183,11 @@ def main(argv):
     pc = u[:, :4] * s[:4]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
     for ax, (i, j) in zip(axes, ((0, 1), (2, 3))):
-        ax.scatter(pc[:, i], pc[:, j], s=8, c=acc200, cmap="viridis")
+        sc = ax.scatter(pc[:, i], pc[:, j], s=8, c=acc200, cmap="viridis")
         ax.set_xlabel(f"PC{i + 1}"), ax.set_ylabel(f"PC{j + 1}")
+    fig.colorbar(sc, ax=axes, label="test accuracy")
     fig.suptitle("gauge-fixed layer-3 weights of 200 generated networks")
-    fig.tight_layout(), fig.savefig(os.path.join(out, "pca_scatter.png"), dpi=120)
+    fig.savefig(os.path.join(out, "pca_scatter.png"), dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
