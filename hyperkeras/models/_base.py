@@ -252,6 +252,18 @@ class HyperModel(keras.Model):
         return filepath
 
     # ------------------------------------------------------------------ config
+    def get_compile_config(self):
+        """What ``compile`` was given, so ``.keras`` loading can compile again."""
+        if not self.compiled:
+            return None
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        kwargs = {k: keras.saving.deserialize_keras_object(v)
+                  if isinstance(v, dict) and "class_name" in v else v
+                  for k, v in config.items()}
+        self.compile(**kwargs)
+
     def get_config(self):
         return {
             "target": self.target.get_config(),

@@ -179,6 +179,7 @@ class GaugeEntropyHyperNetwork(HyperModel):
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
         self.build()
+        self.optimizer.build(self.trainable_variables)
 
     @property
     def metrics(self):

@@ -87,19 +87,12 @@ class HyperGAN(HyperModel):
         self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def get_compile_config(self):
-        if not self.compiled:
-            return None
-        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer),
-                "discriminator_optimizer":
-                    keras.saving.serialize_keras_object(self.d_optimizer),
-                "beta": self.beta}
-
-    def compile_from_config(self, config):
-        self.compile(
-            optimizer=keras.saving.deserialize_keras_object(config["optimizer"]),
-            discriminator_optimizer=keras.saving.deserialize_keras_object(
-                config["discriminator_optimizer"]),
-            beta=config["beta"])
+        config = super().get_compile_config()
+        if config is not None:
+            config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
+                self.d_optimizer)
+            config["beta"] = self.beta
+        return config
 
     @property
     def metrics(self):

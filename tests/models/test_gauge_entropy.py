@@ -128,6 +128,11 @@ def test_keras_round_trip_and_export(tmp_path):
     np.testing.assert_allclose(loaded.sample_flat(3, 7).numpy(), m.sample_flat(3, 7).numpy(),
                                rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(loaded(x).numpy(), m(x).numpy(), rtol=1e-5, atol=1e-6)
+    # compile (optimizer and its state) comes back too, so training can resume
+    assert int(loaded.optimizer.iterations.numpy()) == 1
+    for a, b in zip(loaded.optimizer.variables, m.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
     out = m.export(os.path.join(tmp_path, "sm"), verbose=False)
     reloaded = tf.saved_model.load(out)  # keep a reference: its variables live here
     served = reloaded.serve(tf.constant(x))
