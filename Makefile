@@ -40,7 +40,7 @@ hypergan-demo: setup
 
 test: setup
 	bash kernels/check_nvcc.sh
-	$(PY) -m pytest tests -q -m "not gpu" -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider
 
 bench: setup
 	$(PY) benchmarks/batched_conv.py
