@@ -52,6 +52,7 @@ flags.DEFINE_integer("images_per_network", 32, "Images per network per step.")
 flags.DEFINE_float("learning_rate", 3e-4, "Initial Adam learning rate.")
 flags.DEFINE_float("decay", 0.9996, "Learning-rate decay per step.")
 flags.DEFINE_string("gauge", "transform", "transform, penalty or none.")
+flags.DEFINE_float("gamma", 1e-4, "Weight of the gauge penalty G (with --gauge penalty).")
 flags.DEFINE_integer("eval_examples", 10000, "Test examples used for evaluation (<= test size).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out", "runs/gauge_entropy", "Output folder.")
@@ -93,7 +94,8 @@ def main(argv):
 
     model = hk.GaugeEntropyHyperNetwork(
         "deutsch_mnist", lambda_=FLAGS.lambda_, entropy_weight=FLAGS.entropy_weight,
-        gauge=FLAGS.gauge, networks_per_step=FLAGS.networks, batch_mode="split",
+        gauge=FLAGS.gauge, gamma=FLAGS.gamma, networks_per_step=FLAGS.networks,
+        batch_mode="split",
         seed=FLAGS.seed, eval_seed=FLAGS.seed + 1)
     model.compile(optimizer=adam_with_decay(FLAGS.learning_rate, FLAGS.decay))
     epochs = 10 if FLAGS.steps >= 10 else 1
