@@ -58,7 +58,37 @@ def _nvcc():
 
 
 def _cuda_home(nvcc):
-    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    """CUDA toolkit root. ``nvcc`` may be a wrapper script (here
+    /usr/local/bin/nvcc execs /usr/local/cuda-13.0/bin/nvcc), so its realpath
+    is not enough: try $CUDA_HOME/$CUDA_PATH, the realpath, nvcc's own TOP,
+    then /usr/local/cuda."""
+    cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+             os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))]
+    try:
+        dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull,
+                              "-o", os.devnull], capture_output=True,
+                             text=True, timeout=60)
+        for line in (dry.stdout + dry.stderr).splitlines():
+            if line.startswith("#$ TOP="):
+                cands.append(os.path.realpath(line.split("=", 1)[1].strip()))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    cands.append("/usr/local/cuda")
+    for home in cands:
+        if home and os.path.exists(os.path.join(home, "include",
+                                                "cuda_runtime.h")):
+            return home
+    raise RuntimeError(f"no CUDA toolkit (include/cuda_runtime.h) found for "
+                       f"{nvcc}; set CUDA_HOME")
+
+
+def _cudart_static_dir(home):
+    for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib"),
+                os.path.join("targets", "sbsa-linux", "lib")):
+        d = os.path.join(home, sub)
+        if os.path.exists(os.path.join(d, "libcudart_static.a")):
+            return d
+    raise RuntimeError(f"libcudart_static.a not found under {home}")
 
 
 class BuildNativeOps(build_ext):
@@ -120,17 +150,33 @@ class BuildNativeOps(build_ext):
               "-gencode=arch=compute_90,code=sm_90",
               "-gencode=arch=compute_90,code=compute_90"])
         home = _cuda_home(nvcc)
-        libs = ["-L" + os.path.join(home, "lib64"), "-lcudart_static", "-ldl",
-                "-lrt"]
+        # cudart linked statically, its symbols made local
+        # (--exclude-libs): libtensorflow_framework exports a cudart stub
+        # (cudaGetErrorString, __cudaLaunchKernel, ...) that would otherwise
+        # satisfy -- and at run time interpose -- our cudart references. The
+        # static lib must therefore come before TF's link flags.
+        libs = ["-L" + _cudart_static_dir(home), "-Wl,--exclude-libs,ALL",
+                "-lcudart_static", "-ldl", "-lrt"]
         return obj, ["-I" + os.path.join(home, "include")], libs
 
     def _build_batched_conv_ops_cuda(self, out):
+        import tensorflow as tf  # noqa: PLC0415 - only at build time
         with tempfile.TemporaryDirectory() as tmp:
             obj, inc, libs = self._cuda_objects(tmp)
             cflags, lflags = self._tf_flags()
+            # The op's translation unit includes TF's Eigen GPU headers,
+            # written against TF's own CUDA (12.5 for the pip wheel), which
+            # ships those headers; use them there rather than the local
+            # toolkit's (e.g. 13.0). The op only uses ABI-stable cudart types
+            # and cudaGetErrorString from them; the kernel itself (obj) is
+            # compiled by the local nvcc.
+            tf_cuda = os.path.join(tf.sysconfig.get_include(), "third_party",
+                                   "gpus", "cuda", "include")
+            if os.path.exists(os.path.join(tf_cuda, "cuda_runtime.h")):
+                inc = ["-I" + tf_cuda]
             _run(["g++"] + CXXFLAGS + cflags + inc +
-                 ["-DGOOGLE_CUDA=1", "-DHK_WITH_CUDA=1"] + OP_SOURCES +
-                 [obj, "-o", out] + lflags + libs)
+                 ["-DGOOGLE_CUDA=1", "-DHK_WITH_CUDA=1"] +
+                 OP_SOURCES + [obj, "-o", out] + libs + lflags)
 
     def _build_batched_conv_pybind_cuda(self, out):
         import pybind11  # noqa: PLC0415

@@ -18,6 +18,12 @@
 
 #include <stdint.h>
 
+/* Outside the extern "C" block: cuda_runtime.h declares C++ templates
+   (channel_descriptor.h), which must not get C linkage. */
+#if defined(__CUDACC__) || defined(HK_WITH_CUDA_RUNTIME) || (defined(GOOGLE_CUDA) && GOOGLE_CUDA)
+#include <cuda_runtime.h>
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -108,7 +114,6 @@ static inline int hk_batched_conv_validate(const hk_batched_conv_params* p) {
 int hk_batched_conv_cpu(const hk_batched_conv_params* p);
 
 #if defined(__CUDACC__) || defined(HK_WITH_CUDA_RUNTIME) || (defined(GOOGLE_CUDA) && GOOGLE_CUDA)
-#include <cuda_runtime.h>
 /* CUDA launcher (kernels/batched_conv.cu). Pointers are device pointers.
    Enqueues on `stream`, checks cudaGetLastError() after each launch and
    returns it (cudaSuccess == 0). Returns cudaErrorInvalidValue for invalid

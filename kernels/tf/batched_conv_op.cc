@@ -5,8 +5,8 @@
 // launched on TF's compute stream. The gradient is registered in Python
 // (hyperkeras/ops/_loader.py).
 #define EIGEN_USE_THREADS
-#if GOOGLE_CUDA
-#define EIGEN_USE_GPU
+#if GOOGLE_CUDA && !defined(EIGEN_USE_GPU)
+#define EIGEN_USE_GPU  // GpuDevice (eigen_device<GpuDevice>().stream())
 #endif
 
 #include <string>
