@@ -12,14 +12,8 @@ so a sampled network never depends on the others drawn with it.
 import keras
 import tensorflow as tf
 
+from hyperkeras.models._base import check_units
 from hyperkeras.models._base import mlp
-
-
-def _check_units(name, units):
-    units = tuple(int(u) for u in units)
-    if any(u < 1 for u in units):
-        raise ValueError(f"{name} must be positive, got {units}")
-    return units
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
@@ -38,7 +32,7 @@ class Extractor(keras.layers.Layer):
                              f"{num_codes}, {code_dim}")
         self.num_codes = int(num_codes)
         self.code_dim = int(code_dim)
-        self.hidden_units = _check_units("hidden_units", hidden_units)
+        self.hidden_units = check_units("hidden_units", hidden_units)
         self.alpha = float(alpha)
         self.use_bias = bool(use_bias)
         self.net = mlp(self.hidden_units, "leaky_relu", self.alpha,
@@ -80,7 +74,7 @@ class FilterGenerator(keras.layers.Layer):
                              f"{filter_size}, {filters_per_code}")
         self.filter_size = int(filter_size)
         self.filters_per_code = int(filters_per_code)
-        self.hidden_units = _check_units("hidden_units", hidden_units)
+        self.hidden_units = check_units("hidden_units", hidden_units)
         self.alpha = float(alpha)
         self.scale = float(scale)
         self.use_bias = bool(use_bias)

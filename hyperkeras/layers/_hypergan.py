@@ -3,16 +3,8 @@
 import keras
 import tensorflow as tf
 
-from hyperkeras import targets as targets_lib
-from hyperkeras.models._base import fan_in_scale
+from hyperkeras.models._base import check_units
 from hyperkeras.models._base import mlp
-
-
-def _check_units(name, units):
-    units = tuple(int(u) for u in units)
-    if any(u < 1 for u in units):
-        raise ValueError(f"{name} must be positive, got {units}")
-    return units
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
@@ -30,7 +22,7 @@ class Mixer(keras.layers.Layer):
             raise ValueError(f"num_codes and code_dim must be >= 1, got {num_codes}, {code_dim}")
         self.num_codes = int(num_codes)
         self.code_dim = int(code_dim)
-        self.hidden_units = _check_units("hidden_units", hidden_units)
+        self.hidden_units = check_units("hidden_units", hidden_units)
         self.activation = activation
         self.net = mlp(self.hidden_units, activation, 0.2, name="mixer_mlp",
                        output_units=self.num_codes * self.code_dim)
@@ -64,7 +56,7 @@ class LayerGenerator(keras.layers.Layer):
         super().__init__(**kwargs)
         self.kernel_shape = tuple(int(d) for d in kernel_shape)
         self.bias_shape = tuple(int(d) for d in bias_shape)
-        self.hidden_units = _check_units("hidden_units", hidden_units)
+        self.hidden_units = check_units("hidden_units", hidden_units)
         self.activation = activation
         self.kernel_size = 1
         for d in self.kernel_shape:
@@ -98,7 +90,7 @@ class LatentDiscriminator(keras.layers.Layer):
 
     def __init__(self, hidden_units=(512, 512), activation="relu", **kwargs):
         super().__init__(**kwargs)
-        self.hidden_units = _check_units("hidden_units", hidden_units)
+        self.hidden_units = check_units("hidden_units", hidden_units)
         self.activation = activation
         self.net = mlp(self.hidden_units, activation, 0.2, name="discriminator_mlp",
                        output_units=1)

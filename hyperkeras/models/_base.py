@@ -284,6 +284,14 @@ def adam_with_decay(learning_rate, decay_rate=None):
     return keras.optimizers.Adam(learning_rate)
 
 
+def check_units(name, units):
+    """Hidden-layer sizes as a tuple of positive ints, or a ValueError naming ``name``."""
+    units = tuple(int(u) for u in units)
+    if any(u < 1 for u in units):
+        raise ValueError(f"{name} must be positive, got {units}")
+    return units
+
+
 def mlp(units, activation, alpha, name, use_bias=True, output_units=None,
         output_kernel_initializer="glorot_uniform"):
     """A small keras.Sequential MLP (hidden ``units``, optional linear output)."""
