@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,7 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-from hyperkeras import ops  # noqa: E402
+from _timing import best_seconds  # noqa: E402
 from hyperkeras.ops import _fallback, _loader  # noqa: E402
 
 LAYERS = [
@@ -36,27 +35,12 @@ LAYERS = [
 ]
 
 
-def timeit(fn, repeats, min_time=0.3):
-    fn()  # warm-up / trace
-    best = float("inf")
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time:
-                break
-        best = min(best, dt / n)
-    return best
-
-
 def peak_gflops(repeats):
     n = 2048
     a = tf.random.normal([n, n])
     b = tf.random.normal([n, n])
     mm = tf.function(lambda: tf.linalg.matmul(a, b))
-    dt = timeit(lambda: mm().numpy(), repeats)
+    dt = best_seconds(lambda: mm().numpy(), repeats)
     return 2 * n ** 3 / dt / 1e9
 
 
@@ -105,7 +89,7 @@ def main():
             if have_op:
                 raw = _loader.raw_op()
                 op_fn = tf.function(lambda: raw(x, w, b, **kw), jit_compile=False)
-                dt = timeit(lambda: op_fn().numpy(), args.repeats)
+                dt = best_seconds(lambda: op_fn().numpy(), args.repeats)
                 res["op"] = K * B / dt
                 res["op_fraction_of_peak"] = flops / dt / 1e9 / peak
             else:
@@ -114,15 +98,15 @@ def main():
 
             fb_graph = tf.function(lambda: _fallback.batched_conv2d_fallback(x, w, b, **kw),
                                    jit_compile=False)
-            dt_g = timeit(lambda: fb_graph().numpy(), args.repeats)
-            dt_e = timeit(lambda: _fallback.batched_conv2d_fallback(x, w, b, **kw).numpy(),
+            dt_g = best_seconds(lambda: fb_graph().numpy(), args.repeats)
+            dt_e = best_seconds(lambda: _fallback.batched_conv2d_fallback(x, w, b, **kw).numpy(),
                           args.repeats)
             dt = min(dt_g, dt_e)
             res["fallback"] = K * B / dt
             res["fallback_fraction_of_peak"] = flops / dt / 1e9 / peak
 
             loop = keras_loop_models(w_np, b_np, padding, act, pp, (h, h, cin))
-            dt = timeit(lambda: loop(x).numpy(), args.repeats)
+            dt = best_seconds(lambda: loop(x).numpy(), args.repeats)
             res["keras_loop"] = K * B / dt
             res["keras_loop_fraction_of_peak"] = flops / dt / 1e9 / peak
             if have_op:

@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _timing import mean_seconds  # noqa: E402
 from hyperkeras import ops, targets  # noqa: E402
 from hyperkeras.ops import _loader  # noqa: E402
 
@@ -49,16 +49,6 @@ def make_step(target, path):
         # Block until done.
         return float(loss), [g.numpy() for g in tf.nest.flatten(grads)]
     return run
-
-
-def timed(fn, min_time):
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return dt / n
 
 
 def main():
@@ -90,7 +80,7 @@ def main():
             best = {p: float("inf") for p in steps}
             for _ in range(args.rounds):
                 for p, fn in steps.items():
-                    best[p] = min(best[p], timed(lambda: fn(params, x, labels), args.min_time))
+                    best[p] = min(best[p], mean_seconds(lambda: fn(params, x, labels), args.min_time))
             row = {"target": target.name, "K": K, "B": B,
                    "mode": "shared" if shared else "per_network",
                    "op_seconds": best["op"], "fallback_seconds": best["fallback"],
