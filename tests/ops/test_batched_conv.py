@@ -56,15 +56,11 @@ def test_graph_mode_and_unknown_batch(path):
     assert_close(y, batched_conv2d_numpy(x, w, bias, **kwargs))
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("shared", [True, False])
-@pytest.mark.parametrize("act,pool,pp", [("none", False, "VALID"),
-                                         ("leaky_relu", True, "SAME"),
-                                         ("relu", True, "VALID")])
-def test_gradient_matches_autodiff_of_fallback(path, shared, act, pool, pp):
-    rng = np.random.default_rng(7)
-    x, w, bias = make_case(rng, 2, 2, 7, 6, 3, 4, 3, 3, shared)
-    x, w, bias = map(tf.constant, (x, w, bias))
+def vjp_case(seed, dims, shared, act, pool, pp):
+    """A random SAME-padded case; returns ``grads(fn) -> [y, dx, dw, dbias]``
+    for the vector-Jacobian product of ``fn`` with a fixed random cotangent."""
+    rng = np.random.default_rng(seed)
+    x, w, bias = map(tf.constant, make_case(rng, *dims, shared))
     kwargs = dict(padding="SAME", activation=act, pool=pool, pool_padding=pp)
     up = tf.constant(rng.standard_normal(
         batched_conv2d_numpy(x, w, bias, **kwargs).shape).astype(np.float32))
@@ -72,12 +68,23 @@ def test_gradient_matches_autodiff_of_fallback(path, shared, act, pool, pp):
     def grads(fn):
         with tf.GradientTape() as tape:
             tape.watch([x, w, bias])
-            loss = tf.reduce_sum(fn(x, w, bias, **kwargs) * up)
-        return tape.gradient(loss, [x, w, bias])
+            y = fn(x, w, bias, **kwargs)
+            loss = tf.reduce_sum(y * up)
+        return [y] + tape.gradient(loss, [x, w, bias])
 
+    return grads
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("act,pool,pp", [("none", False, "VALID"),
+                                         ("leaky_relu", True, "SAME"),
+                                         ("relu", True, "VALID")])
+def test_gradient_matches_autodiff_of_fallback(path, shared, act, pool, pp):
+    grads = vjp_case(7, (2, 2, 7, 6, 3, 4, 3, 3), shared, act, pool, pp)
     with ops.force_path(path):
-        got = grads(ops.batched_conv2d)
-    want = grads(ops._fallback.batched_conv2d_loop)
+        got = grads(ops.batched_conv2d)[1:]
+    want = grads(ops._fallback.batched_conv2d_loop)[1:]
     for g, r in zip(got, want):
         assert g is not None
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
@@ -90,20 +97,7 @@ def test_gradient_matches_autodiff_of_fallback(path, shared, act, pool, pp):
                                          ("leaky_relu", True, "SAME")])
 def test_op_path_under_tape_modes(monkeypatch, tape_mode, shared, act, pool, pp):
     monkeypatch.setenv("HYPERKERAS_OPS_TAPE", tape_mode)
-    rng = np.random.default_rng(11)
-    x, w, bias = make_case(rng, 3, 2, 8, 7, 3, 5, 3, 3, shared)
-    x, w, bias = map(tf.constant, (x, w, bias))
-    kwargs = dict(padding="SAME", activation=act, pool=pool, pool_padding=pp)
-    up = tf.constant(rng.standard_normal(
-        batched_conv2d_numpy(x, w, bias, **kwargs).shape).astype(np.float32))
-
-    def grads(fn):
-        with tf.GradientTape() as tape:
-            tape.watch([x, w, bias])
-            y = fn(x, w, bias, **kwargs)
-            loss = tf.reduce_sum(y * up)
-        return [y] + tape.gradient(loss, [x, w, bias])
-
+    grads = vjp_case(11, (3, 2, 8, 7, 3, 5, 3, 3), shared, act, pool, pp)
     with ops.force_path("op"):
         got = tf.function(lambda: grads(ops.batched_conv2d))()
     want = grads(ops._fallback.batched_conv2d_loop)
