@@ -38,9 +38,13 @@ demo: setup
 hypergan-demo: setup
 	$(PY) examples/hypergan_mnist.py --dataset $(DATASET) --out runs/hypergan_mnist
 
+# The suite runs with TensorFlow's oneDNN kernels OFF (the strict setting: as
+# on AVX2-only CPUs, where some TF CPU kernels, e.g. grouped-convolution
+# gradients, do not exist), then the training tests again with oneDNN ON.
 test: setup
 	bash kernels/check_nvcc.sh
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest tests -q -p no:cacheprovider
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest tests/models tests/ops -q -p no:cacheprovider -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/batched_conv.py

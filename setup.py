@@ -34,11 +34,13 @@ KERNELS = os.path.join(HERE, "kernels")
 CXXFLAGS = ["-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread",
             "-Wall", "-Wno-interference-size", "-Wno-deprecated-declarations",
             "-I" + KERNELS]
-CPU_SOURCES = ["kernels/batched_conv_cpu.cc"]
+CPU_SOURCES = ["kernels/batched_conv_cpu.cc", "kernels/batched_conv_cpu_grad.cc"]
 OP_SOURCES = ["kernels/tf/batched_conv_op.cc"] + CPU_SOURCES
 PYBIND_SOURCES = ["kernels/pybind/batched_conv_module.cc"] + CPU_SOURCES
 DEPENDS = ["kernels/batched_conv.h", "kernels/batched_conv_cpu_impl.inc",
-           "kernels/batched_conv_kernel.cuh", "kernels/batched_conv.cu"]
+           "kernels/batched_conv_cpu_grad_impl.inc",
+           "kernels/batched_conv_kernel.cuh", "kernels/batched_conv_grad_kernel.cuh",
+           "kernels/batched_conv.cu"]
 
 
 def _log(msg):

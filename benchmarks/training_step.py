@@ -1,95 +1,176 @@
-"""Training-step benchmark of the MNIST targets: op path vs pure-TF fallback.
+"""Full ``model.fit`` training step, op path vs pure-TF fallback.
 
-One step = forward of K target networks + cross-entropy loss + gradients
-w.r.t. every kernel, bias and the input x (tf.function, jit_compile=False).
-Configurations (CPU-sized):
-  * K=32 networks x 32 per-network images  (x [32, 32, 28, 28, 1])
-  * K=8 networks x 64 shared images        (x [64, 28, 28, 1])
-The two paths are traced under ``hyperkeras.ops.force_path`` and timed
-interleaved (best of N rounds) in one process.
+One step = generators (noise -> all K networks' weights), the target forward
+and backward, every loss, and the optimizer updates, as ``model.fit`` runs it:
 
-Usage: python benchmarks/training_step.py [--rounds N] > out.json
+* ``hypergan_mnist``: HyperGAN on its MNIST target, 32 networks x 32 shared
+  images per step (discriminator update included);
+* ``deutsch_mnist``: the gauge-entropy hypernetwork on Deutsch et al.'s
+  target, 32 networks x 32 per-network images per step.
+
+Each (model, path) runs in its own process (so peak RSS is that run's) and
+reports: seconds per step (median over the timed steps), the step's
+floating-point operations, the achieved rate as a fraction of the fp32
+matrix-multiply rate measured in the same process, and peak RSS. The FLOP
+count is analytic for the target network (conv and dense, forward, dw, db and
+dx except for the input) plus the generators' matmuls counted by
+TensorFlow's profiler on the generator graph (times 3 for forward and
+backward); the discriminator, losses and optimizer updates are not counted,
+so the rate is a lower bound.
+
+    python benchmarks/training_step.py > benchmarks/results/training_step.json
+    python benchmarks/training_step.py --steps 5 --models hypergan_mnist   # quick
+
+The JSON records the CPU model, its vector ISA and the oneDNN setting.
 """
 
 import argparse
 import json
 import os
+import resource
+import statistics
+import subprocess
 import sys
+import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from _timing import mean_seconds  # noqa: E402
-from hyperkeras import ops, targets  # noqa: E402
-from hyperkeras.ops import _loader  # noqa: E402
-
-CONFIGS = [
-    # K, B, shared input
-    (32, 32, False),
-    (8, 64, True),
-]
+MODELS = ("hypergan_mnist", "deutsch_mnist")
+PATHS = ("op", "fallback")
+K, B = 32, 32
 
 
-def make_step(target, path):
-    @tf.function(jit_compile=False)
-    def step(params, x, labels):
-        with tf.GradientTape() as tape:
-            tape.watch([params, x])
-            logits = target.forward(params, x)  # [K, B, 10]
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.broadcast_to(labels, tf.shape(logits)[:2]), logits=logits))
-        grads = tape.gradient(loss, [params, x])
-        return loss, grads
+def matmul_rate(tf, n=1024, min_time=1.0):
+    """Measured fp32 matmul FLOP/s (n x n @ n x n, best of 3 rounds)."""
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
 
-    def run(*args):
-        with ops.force_path(path):  # the path is fixed when the step is traced
-            loss, grads = step(*args)
-        # Block until done.
-        return float(loss), [g.numpy() for g in tf.nest.flatten(grads)]
-    return run
+    @tf.function
+    def mm(a, b):
+        return tf.matmul(a, b)
+
+    mm(a, b).numpy()
+    best = 0.0
+    for _ in range(3):
+        t0, reps = time.perf_counter(), 0
+        while time.perf_counter() - t0 < min_time / 3:
+            mm(a, b).numpy()
+            reps += 1
+        best = max(best, 2.0 * n ** 3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def target_flops(target, k, b, per_network):
+    """Forward + backward FLOPs of K target networks on b images each."""
+    total, first = 0, True
+    for info in target.layers:
+        if info.kind == "conv":
+            h, w, cin = info.input_shape
+            kh = info.kernel_shape[0]
+            hc = h if info.spec.padding == "SAME" else h - kh + 1
+            wc = w if info.spec.padding == "SAME" else w - kh + 1
+            fwd = 2 * k * b * hc * wc * kh * kh * cin * info.filters
+        else:
+            fwd = 2 * k * b * info.kernel_shape[0] * info.filters
+        # forward, dw, and dx unless this layer reads the data
+        total += fwd * (2 if first else 3)
+        first = False
+    return total
+
+
+def generator_flops(tf, model, k):
+    """Profiler-counted FLOPs of the generators' forward, times 3."""
+    noise = tf.zeros([k, model.noise_dim])
+    fn = tf.function(lambda z: model.generate(z, training=True))
+    graph = fn.get_concrete_function(noise).graph
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    prof = tf.compat.v1.profiler.profile(graph=graph, options=opts)
+    return 3 * int(prof.total_float_ops)
+
+
+def build(hk, keras, name):
+    if name == "hypergan_mnist":
+        model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=256, code_dim=128,
+                            networks_per_step=K)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                      discriminator_optimizer=keras.optimizers.Adam(1e-4))
+        return model, B, False
+    model = hk.GaugeEntropyHyperNetwork("deutsch_mnist", networks_per_step=K,
+                                        batch_mode="split")
+    model.compile()
+    return model, K * B, True
+
+
+def run_one(name, path, steps, warmup):
+    """Measures one (model, path) in this process; returns a JSON row."""
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    import hyperkeras as hk  # noqa: PLC0415
+    from _machine import machine_info  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    rate = matmul_rate(tf)
+    model, batch, per_network = build(hk, keras, name)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch * 4, 28, 28, 1), np.float32)
+    y = rng.integers(0, 10, batch * 4).astype(np.int32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch, drop_remainder=True).repeat()
+
+    ends = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ends.append(time.perf_counter())
+
+    with hk.ops.force_path(path):  # fixed when fit traces its train step
+        start = time.perf_counter()
+        model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0,
+                  callbacks=[Clock()])
+    step_times = [b - a for a, b in zip(ends[warmup:], ends[warmup + 1:])]
+    seconds = statistics.median(step_times)
+    flops = target_flops(model.target, K, B, per_network) + generator_flops(tf, model, K)
+    return {"model": name, "path": path, "K": K, "images_per_network": B,
+            "input": "per_network" if per_network else "shared",
+            "seconds_per_step": round(seconds, 4),
+            "gflop_per_step": round(flops / 1e9, 3),
+            "achieved_gflops": round(flops / seconds / 1e9, 2),
+            "matmul_gflops": round(rate / 1e9, 2),
+            "fraction_of_matmul_rate": round(flops / seconds / rate, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "fit_wall_seconds": round(time.perf_counter() - start, 1),
+            "machine": machine_info()}
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--min-time", type=float, default=0.3)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if _loader.load() is None:
-        sys.exit(f"op library not built: {_loader._state['error']}")
-    rng = np.random.default_rng(0)
+    if args.one:
+        print(json.dumps(run_one(*args.one, args.steps, args.warmup)))
+        return
     rows = []
-    for make_target in (targets.deutsch_mnist, targets.hypergan_mnist):
-        target = make_target()
-        for K, B, shared in CONFIGS:
-            params = []
-            for kshape, bshape in target.param_shapes:
-                fan_in = float(np.prod(kshape[:-1]))
-                params.append((
-                    tf.constant((rng.standard_normal((K, *kshape)) / np.sqrt(fan_in)).astype(np.float32)),
-                    tf.constant((0.1 * rng.standard_normal((K, *bshape))).astype(np.float32))))
-            xshape = (B, 28, 28, 1) if shared else (K, B, 28, 28, 1)
-            x = tf.constant(rng.random(xshape).astype(np.float32))
-            labels = tf.constant(rng.integers(0, 10, (B,)).astype(np.int32))
-            steps = {p: make_step(target, p) for p in ("op", "fallback")}
-            # Warm-up / trace, and check both paths agree.
-            (l_op, g_op), (l_fb, g_fb) = (steps[p](params, x, labels) for p in ("op", "fallback"))
-            max_rel = max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
-                          for a, b in zip(g_op, g_fb))
-            best = {p: float("inf") for p in steps}
-            for _ in range(args.rounds):
-                for p, fn in steps.items():
-                    best[p] = min(best[p], mean_seconds(lambda: fn(params, x, labels), args.min_time))
-            row = {"target": target.name, "K": K, "B": B,
-                   "mode": "shared" if shared else "per_network",
-                   "op_seconds": best["op"], "fallback_seconds": best["fallback"],
-                   "op_speedup": best["fallback"] / best["op"],
-                   "loss_diff": abs(l_op - l_fb), "grad_max_rel_diff": max_rel}
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-    print(json.dumps({"unit": "seconds per training step (best of rounds)",
-                      "cpu_threads": os.cpu_count(), "rows": rows}, indent=1))
+    for name in args.models.split(","):
+        for path in args.paths.split(","):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+            r = subprocess.run([sys.executable, __file__, "--one", name, path,
+                                "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                               env=env, stdout=subprocess.PIPE, text=True)
+            if r.returncode != 0:
+                rows.append({"model": name, "path": path, "error": f"exit {r.returncode}"})
+            else:
+                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(json.dumps({"unit": "seconds per model.fit step (median)", "rows": rows},
+                     indent=1))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@
 The library is loaded with ``tf.load_op_library`` on first use, never at
 import time. If it is missing or cannot be loaded, ``load()`` returns None and
 ``hyperkeras.ops.batched_conv2d`` falls back to pure TensorFlow (logged once).
-The gradient of the op is registered here (recomputed with the pure-TF
-fallback under a GradientTape, so higher-order gradients work too).
+The op's gradient (its own backward kernels) is registered here.
 
 The op has no XLA kernel: Keras models that call it must be compiled with
 ``jit_compile=False``.
@@ -16,7 +15,6 @@ import threading
 
 import tensorflow as tf
 
-from hyperkeras.ops import _fallback
 
 logger = logging.getLogger("hyperkeras.ops")
 
@@ -91,81 +89,50 @@ def raw_op():
     return require().hyper_keras_batched_conv2d
 
 
-def _attr(op, name):
-    v = op.get_attr(name)
-    return v.decode() if isinstance(v, bytes) else v
+ATTRS = ("padding", "activation", "alpha", "pool", "pool_padding")
 
 
-def _conv_vjp(x, w, dz, padding):
-    """dx, dw of the bare convolution z = conv(x, w) for an upstream dz.
-
-    ``dz`` is ``[K, B, Hc, Wc, Cout]`` (conv output before bias/act/pool).
-    Shared input: explicit ``conv2d_backprop_*`` on the wide formulation (no
-    forward). Per-network input: VJP of the fallback's grouped convolution;
-    its forward output is unused, so tf.function prunes it.
-    """
-    if x.shape.rank == 4:
-        ws = tf.shape(w)
-        wide = tf.reshape(tf.transpose(w, [1, 2, 3, 0, 4]),
-                          tf.stack([ws[1], ws[2], ws[3], -1]))
-        zs = tf.shape(dz)
-        dz_wide = tf.reshape(tf.transpose(dz, [1, 2, 3, 0, 4]),
-                             tf.stack([zs[1], zs[2], zs[3], -1]))
-        dx = tf.compat.v1.nn.conv2d_backprop_input(
-            tf.shape(x), wide, dz_wide, strides=[1, 1, 1, 1], padding=padding)
-        dwide = tf.compat.v1.nn.conv2d_backprop_filter(
-            x, tf.shape(wide), dz_wide, strides=[1, 1, 1, 1], padding=padding)
-        dw = tf.transpose(
-            tf.reshape(dwide, tf.stack([ws[1], ws[2], ws[3], ws[0], ws[4]])),
-            [3, 0, 1, 2, 4])
-        return dx, dw
-    with tf.GradientTape() as tape:
-        tape.watch([x, w])
-        z = _fallback.batched_conv2d_fallback(x, w, None, padding=padding)
-    return tape.gradient(z, [x, w], output_gradients=dz)
+def _attrs(op):
+    out = {}
+    for name in ATTRS:
+        v = op.get_attr(name)
+        out[name] = v.decode() if isinstance(v, bytes) else v
+    return out
 
 
 @tf.RegisterGradient(OP_NAME)
-def _batched_conv2d_grad(op, dy):
-    """Gradients for x, w and bias.
+def _batched_conv2d_grad(op, dy, unused_dmask):
+    """dx, dw, dbias from the op's own backward kernels.
 
-    The conv output z is needed only to route the max-pool gradient (or for
-    leaky-ReLU with alpha <= 0); then it is recomputed with the op itself
-    (no pool, no activation), otherwise the activation's derivative is read
-    off the op's output y. The convolution's VJP never runs a forward conv
-    (see ``_conv_vjp``). Every step is differentiable (z via this op), so
-    higher-order gradients work.
+    The forward's ``mask`` output (the max-pool's pick and the activation's
+    sign, one byte per output element) is all they need besides x and w:
+    nothing is recomputed. dx and dw are separate ops, so a graph that needs
+    no dx (a first layer on data) prunes it; in eager mode TensorFlow tells
+    the gradient which inputs need none (``skip_input_indices``).
     """
-    x, w, bias = op.inputs
-    padding = _attr(op, "padding")
-    activation = _attr(op, "activation")
-    alpha = _attr(op, "alpha")
-    pool = _attr(op, "pool")
-    pool_padding = _attr(op, "pool_padding")
-    y = op.outputs[0]
-    if not pool and (activation in ("none", "relu") or
-                     (activation == "leaky_relu" and alpha > 0)):
-        if activation == "none":
-            dz = dy
-        elif activation == "relu":
-            dz = tf.where(y > 0, dy, tf.zeros_like(dy))
-        else:
-            dz = tf.where(y > 0, dy, alpha * dy)
-    else:
-        z = raw_op()(x, w, bias, padding=padding, activation="none",
-                     alpha=alpha, pool=False, pool_padding=pool_padding)
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            zs = tf.shape(z)
-            a = _fallback.apply_activation(z, activation, alpha)
-            if pool:
-                a4 = tf.reshape(a, tf.concat([[-1], zs[2:]], 0))
-                p4 = tf.nn.max_pool2d(a4, ksize=2, strides=2, padding=pool_padding)
-                ys = tf.shape(y)
-                out = tf.reshape(p4, ys)
-            else:
-                out = a
-        dz = tape.gradient(out, z, output_gradients=dy)
-    dbias = tf.reduce_sum(dz, axis=[1, 2, 3])
-    dx, dw = _conv_vjp(x, w, dz, padding)
+    x, w, _ = op.inputs
+    mask = op.outputs[1]
+    module = require()
+    attrs = _attrs(op)
+    skip = getattr(op, "skip_input_indices", None) or ()
+    dx = None
+    if 0 not in skip:
+        dx = module.hyper_keras_batched_conv2d_backprop_input(x, w, dy, mask, **attrs)
+    if 1 in skip and 2 in skip:
+        return dx, None, None
+    dw, dbias = module.hyper_keras_batched_conv2d_backprop_filter(x, w, dy, mask, **attrs)
     return dx, dw, dbias
+
+
+def _no_second_order(op_name):
+    def grad(op, *grads):
+        raise LookupError(
+            f"hyperkeras: second-order gradients through {op_name} are not "
+            "implemented; use hyperkeras.ops.force_path('fallback') for "
+            "higher-order derivatives")
+    return grad
+
+
+for _name in ("HyperKeras>BatchedConv2DBackpropInput",
+              "HyperKeras>BatchedConv2DBackpropFilter"):
+    tf.RegisterGradient(_name)(_no_second_order(_name))

@@ -2,13 +2,22 @@
 // convolution y[k,b] = pool(act(conv(x[k,b] or x[b], w[k]) + bias[k])).
 // CPU kernel: kernels/batched_conv_cpu.cc on TF's intra-op thread pool.
 // GPU kernel (only when compiled with GOOGLE_CUDA): kernels/batched_conv.cu
-// launched on TF's compute stream. The gradient is registered in Python
-// (hyperkeras/ops/_loader.py).
+// launched on TF's compute stream.
+//
+// The forward also returns `mask` (one byte per element of y: the max-pool's
+// pick and the activation's sign there, see kernels/batched_conv.h), which is
+// all the backward needs besides x and w. Two backward ops,
+// HyperKeras>BatchedConv2DBackpropInput (dx) and
+// HyperKeras>BatchedConv2DBackpropFilter (dw, dbias), are wired up as the
+// forward's gradient in hyperkeras/ops/_loader.py; split like TF's own
+// Conv2DBackpropInput/Filter so a graph that needs no dx (a first layer on
+// data) prunes that op.
 #define EIGEN_USE_THREADS
 #if GOOGLE_CUDA && !defined(EIGEN_USE_GPU)
 #define EIGEN_USE_GPU  // GpuDevice (eigen_device<GpuDevice>().stream())
 #endif
 
+#include <algorithm>
 #include <string>
 
 #include "tensorflow/core/framework/op.h"
@@ -39,61 +48,112 @@ using GPUDevice = Eigen::GpuDevice;
 
 namespace {
 
-// Spatial output size of one axis, or -1 if unknown.
+// Spatial output size of one axis (the formula of hk_conv_output_hw, the one
+// source of truth), or -1 if unknown.
 int64_t OutDim(int64_t in, int64_t k, bool same, bool pool, bool pool_same) {
   if (in < 0 || k < 0) return -1;
-  int64_t c = same ? in : in - k + 1;
-  if (pool) c = pool_same ? (c + 1) / 2 : (c >= 2 ? c / 2 : 0);
-  return c;
+  hk_batched_conv_params p = {};
+  p.H = p.W = in;
+  p.kh = p.kw = k;
+  p.padding = same ? HK_PAD_SAME : HK_PAD_VALID;
+  p.pool = pool ? 1 : 0;
+  p.pool_padding = pool_same ? HK_PAD_SAME : HK_PAD_VALID;
+  int64_t ho, wo;
+  hk_conv_output_hw(&p, &ho, &wo);
+  return ho < 0 ? 0 : ho;
 }
 
-absl::Status ShapeFn(InferenceContext* c) {
-  ShapeHandle x = c->input(0), w, bias;
+// Shapes of the forward's y and mask from x (input 0), w (input 1) and,
+// for the forward, bias (input 2).
+absl::Status ForwardShapes(InferenceContext* c, bool with_bias, ShapeHandle* y,
+                           ShapeHandle* mask) {
+  ShapeHandle x = c->input(0), w;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 5, &w));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &bias));
-  std::string padding, pool_padding;
+  std::string padding, pool_padding, activation;
   bool pool;
   TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
   TF_RETURN_IF_ERROR(c->GetAttr("pool_padding", &pool_padding));
+  TF_RETURN_IF_ERROR(c->GetAttr("activation", &activation));
   TF_RETURN_IF_ERROR(c->GetAttr("pool", &pool));
   DimensionHandle K = c->Dim(w, 0), cout = c->Dim(w, 4);
-  TF_RETURN_IF_ERROR(c->Merge(K, c->Dim(bias, 0), &K));
-  TF_RETURN_IF_ERROR(c->Merge(cout, c->Dim(bias, 1), &cout));
-  if (!c->RankKnown(x)) {
-    c->set_output(0, c->MakeShape({K, c->UnknownDim(), c->UnknownDim(),
-                                   c->UnknownDim(), cout}));
-    return absl::OkStatus();
+  if (with_bias) {
+    ShapeHandle bias;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &bias));
+    TF_RETURN_IF_ERROR(c->Merge(K, c->Dim(bias, 0), &K));
+    TF_RETURN_IF_ERROR(c->Merge(cout, c->Dim(bias, 1), &cout));
   }
-  const int32_t rank = c->Rank(x);
-  if (rank != 4 && rank != 5)
-    return errors::InvalidArgument(
-        "x must have rank 4 [B,H,W,C] (shared) or 5 [K,B,H,W,C], got rank ", rank);
-  const int o = rank == 5 ? 1 : 0;
-  if (rank == 5) TF_RETURN_IF_ERROR(c->Merge(K, c->Dim(x, 0), &K));
-  DimensionHandle cin;
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, o + 3), c->Dim(w, 3), &cin));
-  const bool same = padding == "SAME", psame = pool_padding == "SAME";
-  auto out = [&](DimensionHandle in, DimensionHandle k) {
-    const int64_t v = OutDim(c->Value(in), c->Value(k), same, pool, psame);
-    return v < 0 ? c->UnknownDim() : c->MakeDim(v);
-  };
-  c->set_output(0, c->MakeShape({K, c->Dim(x, o), out(c->Dim(x, o + 1), c->Dim(w, 1)),
-                                 out(c->Dim(x, o + 2), c->Dim(w, 2)), cout}));
+  const bool with_mask = pool || activation != "none";
+  if (!c->RankKnown(x)) {
+    *y = c->MakeShape({K, c->UnknownDim(), c->UnknownDim(), c->UnknownDim(), cout});
+  } else {
+    const int32_t rank = c->Rank(x);
+    if (rank != 4 && rank != 5)
+      return errors::InvalidArgument(
+          "x must have rank 4 [B,H,W,C] (shared) or 5 [K,B,H,W,C], got rank ", rank);
+    const int o = rank == 5 ? 1 : 0;
+    if (rank == 5) TF_RETURN_IF_ERROR(c->Merge(K, c->Dim(x, 0), &K));
+    DimensionHandle cin;
+    TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, o + 3), c->Dim(w, 3), &cin));
+    const bool same = padding == "SAME", psame = pool_padding == "SAME";
+    auto out = [&](DimensionHandle in, DimensionHandle k) {
+      const int64_t v = OutDim(c->Value(in), c->Value(k), same, pool, psame);
+      return v < 0 ? c->UnknownDim() : c->MakeDim(v);
+    };
+    *y = c->MakeShape({K, c->Dim(x, o), out(c->Dim(x, o + 1), c->Dim(w, 1)),
+                       out(c->Dim(x, o + 2), c->Dim(w, 2)), cout});
+  }
+  *mask = with_mask ? *y : c->MakeShape({0});
+  return absl::OkStatus();
+}
+
+absl::Status ShapeFn(InferenceContext* c) {
+  ShapeHandle y, mask;
+  TF_RETURN_IF_ERROR(ForwardShapes(c, /*with_bias=*/true, &y, &mask));
+  c->set_output(0, y);
+  c->set_output(1, mask);
+  return absl::OkStatus();
+}
+
+// Backward ops: dy and mask must have the forward's output shapes.
+absl::Status GradCheckShapes(InferenceContext* c) {
+  ShapeHandle y, mask, dy, m;
+  TF_RETURN_IF_ERROR(ForwardShapes(c, /*with_bias=*/false, &y, &mask));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 5, &dy));
+  TF_RETURN_IF_ERROR(c->Merge(y, dy, &dy));
+  TF_RETURN_IF_ERROR(c->Merge(mask, c->input(3), &m));
+  return absl::OkStatus();
+}
+
+absl::Status BackpropInputShapeFn(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(GradCheckShapes(c));
+  c->set_output(0, c->input(0));
+  return absl::OkStatus();
+}
+
+absl::Status BackpropFilterShapeFn(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(GradCheckShapes(c));
+  ShapeHandle w = c->input(1);
+  c->set_output(0, w);
+  c->set_output(1, c->Matrix(c->Dim(w, 0), c->Dim(w, 4)));
   return absl::OkStatus();
 }
 
 }  // namespace
+
+#define HK_CONV_ATTRS                                        \
+  Attr("padding: {'SAME', 'VALID'} = 'SAME'")                \
+      .Attr("activation: {'none', 'relu', 'leaky_relu'} = 'none'") \
+      .Attr("alpha: float = 0.2")                            \
+      .Attr("pool: bool = false")                            \
+      .Attr("pool_padding: {'SAME', 'VALID'} = 'VALID'")
 
 REGISTER_OP("HyperKeras>BatchedConv2D")
     .Input("x: float")
     .Input("w: float")
     .Input("bias: float")
     .Output("y: float")
-    .Attr("padding: {'SAME', 'VALID'} = 'SAME'")
-    .Attr("activation: {'none', 'relu', 'leaky_relu'} = 'none'")
-    .Attr("alpha: float = 0.2")
-    .Attr("pool: bool = false")
-    .Attr("pool_padding: {'SAME', 'VALID'} = 'VALID'")
+    .Output("mask: uint8")
+    .HK_CONV_ATTRS
     .SetShapeFn(ShapeFn)
     .Doc(R"doc(
 Batched generated-weight convolution, fused with bias, activation and pool.
@@ -101,20 +161,63 @@ y[k, b] = pool(act(conv(x[k, b] or x[b], w[k]) + bias[k])).
 x: [B, H, W, Cin] shared by all K networks, or [K, B, H, W, Cin].
 w: [K, kh, kw, Cin, Cout]. bias: [K, Cout].
 y: [K, B, Ho, Wo, Cout]. Stride 1; pool is 2x2 max-pool with stride 2.
+mask: what the backward needs (pool pick, activation sign), shaped like y;
+  shape [0] when there is no pool and no activation.
 )doc");
 
+REGISTER_OP("HyperKeras>BatchedConv2DBackpropInput")
+    .Input("x: float")
+    .Input("w: float")
+    .Input("dy: float")
+    .Input("mask: uint8")
+    .Output("dx: float")
+    .HK_CONV_ATTRS
+    .SetShapeFn(BackpropInputShapeFn)
+    .Doc(R"doc(
+Gradient of HyperKeras>BatchedConv2D with respect to x (only x's shape is
+read). dy: gradient of y; mask: the forward's mask output.
+)doc");
+
+REGISTER_OP("HyperKeras>BatchedConv2DBackpropFilter")
+    .Input("x: float")
+    .Input("w: float")
+    .Input("dy: float")
+    .Input("mask: uint8")
+    .Output("dw: float")
+    .Output("dbias: float")
+    .HK_CONV_ATTRS
+    .SetShapeFn(BackpropFilterShapeFn)
+    .Doc(R"doc(
+Gradient of HyperKeras>BatchedConv2D with respect to w and bias (only w's
+shape is read). dy: gradient of y; mask: the forward's mask output.
+)doc");
+
+// The three kernels' device-specific calls: forward, dx, dw/dbias.
+enum class Pass { kForward, kBackpropInput, kBackpropFilter };
+
 template <typename Device>
-struct BatchedConvFunctor;
+struct Launch;
 
 template <>
-struct BatchedConvFunctor<CPUDevice> {
-  absl::Status operator()(OpKernelContext* ctx, const hk_batched_conv_params& p) {
+struct Launch<CPUDevice> {
+  static absl::Status Run(OpKernelContext* ctx, Pass pass,
+                          const hk_batched_conv_grad_params& g) {
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     ParallelFor pfor = [pool](int64_t n, int64_t cost,
                               const std::function<void(int64_t, int64_t)>& body) {
       pool->ParallelFor(n, cost, body);
     };
-    const int status = BatchedConvCpu(p, pfor);
+    int status = HK_OK;
+    if (pass == Pass::kBackpropFilter && g.fwd.B == 0) {  // empty batch: no gradient
+      std::fill_n(g.dw, g.fwd.K * g.fwd.kh * g.fwd.kw * g.fwd.Cin * g.fwd.Cout, 0.f);
+      std::fill_n(g.dbias, g.fwd.K * g.fwd.Cout, 0.f);
+      return absl::OkStatus();
+    }
+    switch (pass) {
+      case Pass::kForward: status = BatchedConvCpu(g.fwd, pfor); break;
+      case Pass::kBackpropInput: status = BatchedConvBackpropInputCpu(g, pfor); break;
+      case Pass::kBackpropFilter: status = BatchedConvBackpropFilterCpu(g, pfor); break;
+    }
     if (status != HK_OK)
       return errors::InvalidArgument("HyperKeras>BatchedConv2D: CPU kernel "
                                      "rejected the arguments (status ", status, ")");
@@ -124,10 +227,30 @@ struct BatchedConvFunctor<CPUDevice> {
 
 #if GOOGLE_CUDA
 template <>
-struct BatchedConvFunctor<GPUDevice> {
-  absl::Status operator()(OpKernelContext* ctx, const hk_batched_conv_params& p) {
+struct Launch<GPUDevice> {
+  static absl::Status Run(OpKernelContext* ctx, Pass pass,
+                          const hk_batched_conv_grad_params& g) {
     const cudaStream_t stream = ctx->eigen_device<GPUDevice>().stream();
-    const cudaError_t err = hk_batched_conv_cuda(&p, stream);
+    cudaError_t err = cudaSuccess;
+    if (pass == Pass::kBackpropFilter && g.fwd.B == 0) {  // empty batch: no gradient
+      err = cudaMemsetAsync(g.dw, 0, sizeof(float) * g.fwd.K * g.fwd.kh * g.fwd.kw *
+                                         g.fwd.Cin * g.fwd.Cout, stream);
+      if (err == cudaSuccess)
+        err = cudaMemsetAsync(g.dbias, 0, sizeof(float) * g.fwd.K * g.fwd.Cout, stream);
+      if (err != cudaSuccess)
+        return errors::Internal("HyperKeras>BatchedConv2D: cudaMemsetAsync failed: ",
+                                cudaGetErrorString(err));
+      return absl::OkStatus();
+    }
+    switch (pass) {
+      case Pass::kForward: err = hk_batched_conv_cuda(&g.fwd, stream); break;
+      case Pass::kBackpropInput:
+        err = hk_batched_conv_backprop_input_cuda(&g, stream);
+        break;
+      case Pass::kBackpropFilter:
+        err = hk_batched_conv_backprop_filter_cuda(&g, stream);
+        break;
+    }
     if (err == cudaErrorInvalidConfiguration)
       return errors::Unimplemented(
           "HyperKeras>BatchedConv2D GPU kernel: filter or grid too large for "
@@ -140,10 +263,10 @@ struct BatchedConvFunctor<GPUDevice> {
 };
 #endif
 
-template <typename Device>
-class BatchedConvOp : public OpKernel {
+// Attributes and input checks shared by the forward and both backward ops.
+class BatchedConvBase : public OpKernel {
  public:
-  explicit BatchedConvOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit BatchedConvBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string padding, activation, pool_padding;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
@@ -170,67 +293,66 @@ class BatchedConvOp : public OpKernel {
     }
   }
 
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& w = ctx->input(1);
-    const Tensor& bias = ctx->input(2);
-    OP_REQUIRES(ctx, w.dims() == 5,
-                errors::InvalidArgument("w must have rank 5 [K, kh, kw, Cin, Cout], got shape ",
-                                        w.shape().DebugString()));
-    OP_REQUIRES(ctx, x.dims() == 4 || x.dims() == 5,
-                errors::InvalidArgument(
-                    "x must have rank 4 [B, H, W, Cin] (shared) or 5 [K, B, H, W, Cin], "
-                    "got shape ", x.shape().DebugString()));
-    OP_REQUIRES(ctx, bias.dims() == 2,
-                errors::InvalidArgument("bias must have rank 2 [K, Cout], got shape ",
-                                        bias.shape().DebugString()));
+ protected:
+  // Fills the forward geometry from x and w (data pointers of x and w too);
+  // an error names the problem if they do not describe a valid call.
+  absl::Status Geometry(const Tensor& x, const Tensor& w,
+                        hk_batched_conv_params* p) const {
+    if (w.dims() != 5)
+      return errors::InvalidArgument("w must have rank 5 [K, kh, kw, Cin, Cout], got shape ",
+                                     w.shape().DebugString());
+    if (x.dims() != 4 && x.dims() != 5)
+      return errors::InvalidArgument(
+          "x must have rank 4 [B, H, W, Cin] (shared) or 5 [K, B, H, W, Cin], "
+          "got shape ", x.shape().DebugString());
     const bool shared = x.dims() == 4;
     const int o = shared ? 0 : 1;
-    hk_batched_conv_params p = {};
-    p.K = w.dim_size(0);
-    p.kh = w.dim_size(1);
-    p.kw = w.dim_size(2);
-    p.Cin = w.dim_size(3);
-    p.Cout = w.dim_size(4);
-    p.B = x.dim_size(o);
-    p.H = x.dim_size(o + 1);
-    p.W = x.dim_size(o + 2);
-    OP_REQUIRES(ctx, shared || x.dim_size(0) == p.K,
-                errors::InvalidArgument("K mismatch: x holds ", x.dim_size(0),
-                                        " networks' inputs but w has ", p.K,
-                                        " filter banks"));
-    OP_REQUIRES(ctx, x.dim_size(o + 3) == p.Cin,
-                errors::InvalidArgument("channel mismatch: x has ", x.dim_size(o + 3),
-                                        " channels but w expects Cin=", p.Cin));
-    OP_REQUIRES(ctx, bias.dim_size(0) == p.K && bias.dim_size(1) == p.Cout,
-                errors::InvalidArgument("bias must have shape [K=", p.K, ", Cout=", p.Cout,
-                                        "], got ", bias.shape().DebugString()));
-    OP_REQUIRES(ctx, x.NumElements() > 0 && w.NumElements() > 0,
-                errors::InvalidArgument("zero-size input: x ", x.shape().DebugString(),
-                                        ", w ", w.shape().DebugString()));
-    OP_REQUIRES(ctx, padding_ == HK_PAD_SAME || (p.H >= p.kh && p.W >= p.kw),
-                errors::InvalidArgument("input ", p.H, "x", p.W,
-                                        " is smaller than the filter ", p.kh, "x", p.kw,
-                                        " with VALID padding"));
-    p.padding = padding_;
-    p.activation = activation_;
-    p.alpha = alpha_;
-    p.pool = pool_ ? 1 : 0;
-    p.pool_padding = pool_padding_;
-    p.shared_input = shared ? 1 : 0;
-    int64_t ho, wo;
-    hk_conv_output_hw(&p, &ho, &wo);
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({p.K, p.B, ho, wo, p.Cout}), &y));
-    if (y->NumElements() == 0) return;
-    p.x = x.flat<float>().data();
-    p.w = w.flat<float>().data();
-    p.bias = bias.flat<float>().data();
-    p.y = y->flat<float>().data();
-    OP_REQUIRES_OK(ctx, BatchedConvFunctor<Device>()(ctx, p));
+    *p = hk_batched_conv_params{};
+    p->K = w.dim_size(0);
+    p->kh = w.dim_size(1);
+    p->kw = w.dim_size(2);
+    p->Cin = w.dim_size(3);
+    p->Cout = w.dim_size(4);
+    p->B = x.dim_size(o);
+    p->H = x.dim_size(o + 1);
+    p->W = x.dim_size(o + 2);
+    if (!shared && x.dim_size(0) != p->K)
+      return errors::InvalidArgument("K mismatch: x holds ", x.dim_size(0),
+                                     " networks' inputs but w has ", p->K,
+                                     " filter banks");
+    if (x.dim_size(o + 3) != p->Cin)
+      return errors::InvalidArgument("channel mismatch: x has ", x.dim_size(o + 3),
+                                     " channels but w expects Cin=", p->Cin);
+    // An empty batch (B = 0) is a valid call with an empty result, as for
+    // tf.nn.conv2d; every other zero dimension is rejected.
+    if (w.NumElements() == 0 || p->H == 0 || p->W == 0 || p->Cin == 0)
+      return errors::InvalidArgument("zero-size input: x ", x.shape().DebugString(),
+                                     ", w ", w.shape().DebugString());
+    if (padding_ == HK_PAD_VALID && (p->H < p->kh || p->W < p->kw))
+      return errors::InvalidArgument("input ", p->H, "x", p->W,
+                                     " is smaller than the filter ", p->kh, "x", p->kw,
+                                     " with VALID padding");
+    p->padding = padding_;
+    p->activation = activation_;
+    p->alpha = alpha_;
+    p->pool = pool_ ? 1 : 0;
+    p->pool_padding = pool_padding_;
+    p->shared_input = shared ? 1 : 0;
+    p->x = x.flat<float>().data();
+    p->w = w.flat<float>().data();
+    return absl::OkStatus();
   }
 
- private:
+  TensorShape OutputShape(const hk_batched_conv_params& p) const {
+    int64_t ho, wo;
+    hk_conv_output_hw(&p, &ho, &wo);
+    return TensorShape({p.K, p.B, ho, wo, p.Cout});
+  }
+
+  TensorShape MaskShape(const hk_batched_conv_params& p) const {
+    return hk_mask_needed(&p) ? OutputShape(p) : TensorShape({0});
+  }
+
   int padding_ = HK_PAD_SAME;
   int pool_padding_ = HK_PAD_VALID;
   int activation_ = HK_ACT_NONE;
@@ -238,11 +360,87 @@ class BatchedConvOp : public OpKernel {
   bool pool_ = false;
 };
 
-REGISTER_KERNEL_BUILDER(Name("HyperKeras>BatchedConv2D").Device(DEVICE_CPU),
-                        BatchedConvOp<CPUDevice>);
+template <typename Device>
+class BatchedConvOp : public BatchedConvBase {
+ public:
+  using BatchedConvBase::BatchedConvBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& w = ctx->input(1);
+    const Tensor& bias = ctx->input(2);
+    hk_batched_conv_grad_params g = {};
+    OP_REQUIRES_OK(ctx, Geometry(x, w, &g.fwd));
+    OP_REQUIRES(ctx, bias.dims() == 2 && bias.dim_size(0) == g.fwd.K &&
+                         bias.dim_size(1) == g.fwd.Cout,
+                errors::InvalidArgument("bias must have shape [K=", g.fwd.K, ", Cout=",
+                                        g.fwd.Cout, "], got ", bias.shape().DebugString()));
+    Tensor *y = nullptr, *mask = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, OutputShape(g.fwd), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, MaskShape(g.fwd), &mask));
+    if (y->NumElements() == 0) return;
+    g.fwd.bias = bias.flat<float>().data();
+    g.fwd.y = y->flat<float>().data();
+    g.fwd.mask = mask->NumElements() ? mask->flat<uint8_t>().data() : nullptr;
+    OP_REQUIRES_OK(ctx, Launch<Device>::Run(ctx, Pass::kForward, g));
+  }
+};
+
+// Both backward ops: inputs x, w, dy, mask (checked against the forward's
+// output shapes); outputs dx, or dw and dbias.
+template <typename Device, Pass kPass>
+class BatchedConvGradOp : public BatchedConvBase {
+ public:
+  using BatchedConvBase::BatchedConvBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& w = ctx->input(1);
+    const Tensor& dy = ctx->input(2);
+    const Tensor& mask = ctx->input(3);
+    hk_batched_conv_grad_params g = {};
+    OP_REQUIRES_OK(ctx, Geometry(x, w, &g.fwd));
+    const TensorShape yshape = OutputShape(g.fwd), mshape = MaskShape(g.fwd);
+    OP_REQUIRES(ctx, dy.shape() == yshape,
+                errors::InvalidArgument("dy must have the forward output's shape ",
+                                        yshape.DebugString(), ", got ",
+                                        dy.shape().DebugString()));
+    OP_REQUIRES(ctx, mask.shape() == mshape,
+                errors::InvalidArgument("mask must have shape ", mshape.DebugString(),
+                                        " (the forward's mask output), got ",
+                                        mask.shape().DebugString()));
+    g.dy = dy.flat<float>().data();
+    g.mask = mask.NumElements() ? mask.flat<uint8_t>().data() : nullptr;
+    if (kPass == Pass::kBackpropInput) {
+      Tensor* dx = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+      if (dx->NumElements() == 0) return;
+      g.dx = dx->flat<float>().data();
+    } else {
+      Tensor *dw = nullptr, *dbias = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &dw));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                              1, TensorShape({g.fwd.K, g.fwd.Cout}), &dbias));
+      g.dw = dw->flat<float>().data();
+      g.dbias = dbias->flat<float>().data();
+    }
+    OP_REQUIRES_OK(ctx, Launch<Device>::Run(ctx, kPass, g));
+  }
+};
+
+#define HK_REGISTER(DEVICE_NAME, DeviceType)                                   \
+  REGISTER_KERNEL_BUILDER(Name("HyperKeras>BatchedConv2D").Device(DEVICE_NAME), \
+                          BatchedConvOp<DeviceType>);                           \
+  REGISTER_KERNEL_BUILDER(                                                      \
+      Name("HyperKeras>BatchedConv2DBackpropInput").Device(DEVICE_NAME),        \
+      BatchedConvGradOp<DeviceType, Pass::kBackpropInput>);                     \
+  REGISTER_KERNEL_BUILDER(                                                      \
+      Name("HyperKeras>BatchedConv2DBackpropFilter").Device(DEVICE_NAME),       \
+      BatchedConvGradOp<DeviceType, Pass::kBackpropFilter>);
+
+HK_REGISTER(DEVICE_CPU, CPUDevice)
 #if GOOGLE_CUDA
-REGISTER_KERNEL_BUILDER(Name("HyperKeras>BatchedConv2D").Device(::tensorflow::DEVICE_GPU),
-                        BatchedConvOp<GPUDevice>);
+HK_REGISTER(::tensorflow::DEVICE_GPU, GPUDevice)
 #endif
 
 }  // namespace hyperkeras
