@@ -13,11 +13,16 @@
 //   * per step over a chunk of `cin_tile` input channels the block stages the
 //     input tile (with halo, zero padded) and the filter tile in __shared__;
 //   * bias, activation and the 2x2 max-pool are applied to the register
-//     accumulators, so the pre-pool activation never reaches global memory.
+//     accumulators, so the pre-pool activation never reaches global memory;
+//     with a non-NULL mask the epilogue also writes the backward's mask byte
+//     (pool window position of the pick, pre-activation > 0; batched_conv.h).
+// The backward kernels are in batched_conv_grad_kernel.cuh.
 // Every thread reaches every __syncthreads() (no early return); tails in any
 // dimension are bounds-checked.
 #ifndef HYPERKERAS_KERNELS_BATCHED_CONV_KERNEL_CUH_
 #define HYPERKERAS_KERNELS_BATCHED_CONV_KERNEL_CUH_
+
+#include <float.h>
 
 #include "batched_conv.h"
 
@@ -95,8 +100,9 @@ static inline int hk_gpu_plan(const hk_batched_conv_params* p,
   return HK_PLAN_OK;
 }
 
+/* TensorFlow's NaN semantics: relu(NaN) = NaN, leaky_relu(NaN) = NaN. */
 __device__ __forceinline__ float hk_activate(float v, int act, float alpha) {
-  if (act == HK_ACT_RELU) return v > 0.f ? v : 0.f;
+  if (act == HK_ACT_RELU) return (v > 0.f || v != v) ? v : 0.f;
   if (act == HK_ACT_LEAKY_RELU) return v > 0.f ? v : alpha * v;
   return v;
 }
@@ -105,7 +111,8 @@ template <bool POOL>
 __global__ void __launch_bounds__(POOL ? 64 : 256)
 hk_batched_conv_kernel(hk_gpu_geom g, const float* __restrict__ x,
                        const float* __restrict__ w,
-                       const float* __restrict__ bias, float* __restrict__ y) {
+                       const float* __restrict__ bias, float* __restrict__ y,
+                       uint8_t* __restrict__ mask) {
   constexpr int P = POOL ? 2 : 1;
   constexpr int T = HK_GPU_TILE / P; /* threads per block edge */
   __shared__ float s_in[HK_GPU_IN_CAP];
@@ -191,27 +198,42 @@ hk_batched_conv_kernel(hk_gpu_geom g, const float* __restrict__ x,
   }
 
   /* Fused epilogue: bias, activation, 2x2 max-pool (partial windows at the
-     bottom/right edge for SAME pooling), one store per output element. */
+     bottom/right edge for SAME pooling), one store per output element.
+     Max-pool as TensorFlow's: the value starts at -FLT_MAX and takes v only
+     when (out < v), so NaN never wins; the gradient position (mask bits 0-1)
+     starts at the first window element (always valid: oy*2 < hc) and moves
+     only on a strict v > best, as TF's MaxPoolGrad routes it. Optional mask
+     bit 2: the pre-activation value at that position is > 0. */
   if (oy < g.ho && ox < g.wo) {
-    float* yp = y + ((long long)kb * g.ho * g.wo + (long long)oy * g.wo + ox) * g.Cout;
+    const long long o = ((long long)kb * g.ho * g.wo + (long long)oy * g.wo + ox) * g.Cout;
     HK_UNROLL
     for (int j = 0; j < HK_GPU_COB; ++j) {
       const int co = co0 + j;
       if (co < g.Cout) {
         const float bv = bias ? bias[k * g.Cout + co] : 0.f;
-        float m = -INFINITY;
-        HK_UNROLL
-        for (int py = 0; py < P; ++py) {
+        const float z0 = acc[0][j] + bv;
+        const float v0 = hk_activate(z0, g.activation, g.alpha);
+        float m = v0;
+        unsigned bits = z0 > 0.f ? HK_MASK_POSITIVE : 0u;
+        if (POOL) {
+          m = (-FLT_MAX < v0) ? v0 : -FLT_MAX;
+          float best = v0;
           HK_UNROLL
-          for (int px = 0; px < P; ++px) {
-            const int cy = oy * P + py, cx = ox * P + px;
+          for (int q = 1; q < P * P; ++q) {
+            const int cy = oy * P + q / P, cx = ox * P + q % P;
             if (cy < g.hc && cx < g.wc) {
-              const float v = hk_activate(acc[py * P + px][j] + bv, g.activation, g.alpha);
-              m = fmaxf(m, v);
+              const float z = acc[q][j] + bv;
+              const float v = hk_activate(z, g.activation, g.alpha);
+              m = (m < v) ? v : m;
+              if (v > best) {
+                best = v;
+                bits = (unsigned)q | (z > 0.f ? HK_MASK_POSITIVE : 0u);
+              }
             }
           }
         }
-        yp[co] = m;
+        y[o + co] = m;
+        if (mask) mask[o + co] = (uint8_t)bits;
       }
     }
   }

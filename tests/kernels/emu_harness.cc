@@ -5,7 +5,8 @@
 //   DIR/params.txt: K B H W Cin Cout kh kw padding activation alpha pool
 //                   pool_padding shared_input has_bias   (enums as ints)
 //   DIR/x.bin, DIR/w.bin, DIR/bias.bin: float32 raw inputs
-// Writes DIR/y.bin (float32 [K,B,Ho,Wo,Cout]). Exit code: 0 ok, 2 planner
+// Writes DIR/y.bin (float32 [K,B,Ho,Wo,Cout]) and DIR/mask.bin (uint8, same
+// shape: the forward's mask, see batched_conv.h). Exit code: 0 ok, 2 planner
 // rejected the call (prints the plan code), 1 I/O error.
 #include "emulation/cuda_on_cpu.h"
 #include "batched_conv_kernel.cuh"
@@ -58,6 +59,8 @@ int main(int argc, char** argv) {
   std::vector<float> y((size_t)K * B * ho * wo * Cout, -12345.f);
   p.x = x.data(); p.w = w.data(); p.bias = has_bias ? bias.data() : nullptr;
   p.y = y.data();
+  std::vector<uint8_t> mask(y.size(), 0xFF);
+  p.mask = mask.data();
   hk_gpu_geom g = {};
   hk_gpu_dims d = {};
   const int plan = hk_gpu_plan(&p, &g, &d);
@@ -68,13 +71,17 @@ int main(int argc, char** argv) {
   if (plan == HK_PLAN_OK) {
     const dim3 grid(d.gx, d.gy, d.gz), block(d.bx, d.by, 1);
     if (p.pool)
-      hk_emu::launch(grid, block, hk_batched_conv_kernel<true>, g, p.x, p.w, p.bias, p.y);
+      hk_emu::launch(grid, block, hk_batched_conv_kernel<true>, g, p.x, p.w, p.bias, p.y, p.mask);
     else
-      hk_emu::launch(grid, block, hk_batched_conv_kernel<false>, g, p.x, p.w, p.bias, p.y);
+      hk_emu::launch(grid, block, hk_batched_conv_kernel<false>, g, p.x, p.w, p.bias, p.y, p.mask);
   }
   FILE* o = std::fopen((dir + "/y.bin").c_str(), "wb");
   if (!o) return 1;
   if (!y.empty()) std::fwrite(y.data(), sizeof(float), y.size(), o);
+  std::fclose(o);
+  o = std::fopen((dir + "/mask.bin").c_str(), "wb");
+  if (!o) return 1;
+  if (!mask.empty()) std::fwrite(mask.data(), 1, mask.size(), o);
   std::fclose(o);
   std::printf("ok grid=%u,%u,%u block=%u,%u cin_tile=%d\n", d.gx, d.gy, d.gz, d.bx, d.by, g.cin_tile);
   return 0;

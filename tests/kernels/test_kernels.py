@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ CASES = sweep(seed=4321, n=24)
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_emulated_cuda_kernel_matches_reference(harness, tmp_path, case):
     K, B, H, W, cin, cout, kh, kw, shared, pad, act, pool, pp, with_bias = case
-    rng = np.random.default_rng(abs(hash(case_id(case))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(case_id(case).encode()))
     x, w, bias = make_case(rng, K, B, H, W, cin, cout, kh, kw, shared, with_bias)
     kwargs = dict(padding=pad, activation=act, alpha=0.15, pool=pool,
                   pool_padding=pp)
@@ -114,7 +115,7 @@ def _pybind_module():
 def test_pybind_cpu_matches_reference(case):
     mod = _pybind_module()
     K, B, H, W, cin, cout, kh, kw, shared, pad, act, pool, pp, with_bias = case
-    rng = np.random.default_rng(abs(hash(case_id(case))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(case_id(case).encode()))
     x, w, bias = make_case(rng, K, B, H, W, cin, cout, kh, kw, shared, with_bias)
     kwargs = dict(padding=pad, activation=act, alpha=0.15, pool=pool,
                   pool_padding=pp)
