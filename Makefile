@@ -1,7 +1,11 @@
 # Two commands do everything on a fresh clone:
 #   make demo   set up (venv, install, build the op) and run the main job
 #   make test   set up and run the test suite (what .ci/run calls)
-# Both are idempotent.
+# Both are idempotent. Optional, and not part of `make test`:
+#   make bazel  build and test the framework-free native targets
+#               (kernels/BUILD, tests/kernels/BUILD) with Debian's
+#               bazel-bootstrap 4.2.3, offline (installs it first when root
+#               with apt-get)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +16,7 @@ DATASET ?= fashion_mnist
 OUT ?= runs/gauge_entropy
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test data hypergan-demo bench clean
+.PHONY: setup demo test data hypergan-demo bench bazel clean
 
 setup: $(STAMP) data
 
@@ -48,6 +52,27 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/batched_conv.py
+
+# Bazel build of the framework-free targets (no TensorFlow / CUDA / pybind11;
+# those are in BUILD.tensorflow, not built). WORKSPACE + .bazelrc keep it
+# offline and at two jobs; outputs live in Bazel's output base
+# (~/.cache/bazel), the bazel-* symlinks here are git-ignored.
+BAZEL ?= bazel
+BAZEL_FLAGS ?=
+BAZEL_TARGETS := //kernels/... //tests/kernels/...
+bazel:
+	@if ! command -v $(BAZEL) >/dev/null 2>&1; then \
+	  if [ "$(BAZEL)" = bazel ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "make bazel: installing Debian's bazel-bootstrap"; \
+	    (apt-get update -qq && apt-get install -y -qq bazel-bootstrap) || exit 1; \
+	  else \
+	    echo "make bazel: '$(BAZEL)' not found. Install Debian's bazel-bootstrap (4.2.3):" \
+	         "as root, apt-get install bazel-bootstrap (or set BAZEL=/path/to/bazel)." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(BAZEL) build $(BAZEL_FLAGS) $(BAZEL_TARGETS)
+	$(BAZEL) test $(BAZEL_FLAGS) $(BAZEL_TARGETS)
 
 clean:
 	rm -rf build *.egg-info hyperkeras/ops/*.so

@@ -13,9 +13,12 @@ from hyperkeras.evaluation._adversarial import attack_function
 from hyperkeras.evaluation._adversarial import evaluate_members
 from hyperkeras.evaluation._adversarial import fgsm
 from hyperkeras.evaluation._adversarial import pgd
+from hyperkeras.evaluation._diversity import disagreement
 from hyperkeras.evaluation._diversity import diversity
+from hyperkeras.evaluation._diversity import function_diversity
 from hyperkeras.evaluation._diversity import layer_norms
 from hyperkeras.evaluation._diversity import pairwise_distances
+from hyperkeras.evaluation._diversity import pairwise_kl
 from hyperkeras.evaluation._metrics import accuracy_majority_vote
 from hyperkeras.evaluation._metrics import accuracy_mean_probability
 from hyperkeras.evaluation._metrics import accuracy_summed_logits
@@ -39,7 +42,8 @@ from hyperkeras.evaluation._ood import uncertainty_scores
 __all__ = [
     "accuracy_majority_vote", "accuracy_mean_probability", "accuracy_summed_logits",
     "adversarial_evaluation", "attack", "attack_function", "aupr", "auroc",
-    "calibration_bins", "detection_metrics", "diversity", "empirical_cdf",
+    "calibration_bins", "detection_metrics", "disagreement", "diversity",
+    "empirical_cdf", "function_diversity", "pairwise_kl",
     "ensemble_probabilities", "ensemble_scores", "evaluate_members",
     "expected_calibration_error", "expected_entropy", "fgsm", "fpr_at_tpr",
     "layer_norms", "majority_vote", "mutual_information", "negative_log_likelihood",

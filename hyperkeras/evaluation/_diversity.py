@@ -1,6 +1,10 @@
-"""Diversity of a population of networks (HyperGAN Table 1 and beyond)."""
+"""Diversity of a population of networks: in weight space (HyperGAN Table 1)
+and in function space (do the members *predict* differently?)."""
 
 import numpy as np
+from scipy.spatial import distance
+
+from hyperkeras.evaluation._common import member_log_probs
 
 
 def _params_numpy(source, n, seed):
@@ -44,11 +48,7 @@ def pairwise_distances(flat):
     flat = np.asarray(flat, dtype=np.float64)
     if flat.ndim != 2:
         raise ValueError(f"expected [n, num_params], got {list(flat.shape)}")
-    sq = np.sum(flat ** 2, 1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T
-    d2 = np.maximum(d2, 0.0)
-    np.fill_diagonal(d2, 0.0)
-    return np.sqrt(d2)
+    return distance.squareform(distance.pdist(flat))
 
 
 def diversity(source, n=100, seed=0, include_bias=False, layer_names=None):
@@ -80,3 +80,60 @@ def diversity(source, n=100, seed=0, include_bias=False, layer_names=None):
     return {"layers": layers, "mean_pairwise_distance": mean_d,
             "relative_pairwise_distance": mean_d / mean_norm if mean_norm > 0 else 0.0,
             "networks": k}
+
+
+def disagreement(members, x=None, n=None, seed=None, batch_size=500, logits=False):
+    """Pairwise disagreement rate: the fraction of member pairs (i != j) and
+    examples where the two members predict different classes (0: all agree).
+
+    ``members``: ``[K, N, C]`` probabilities (logits with ``logits=True``) or a
+    model with ``predict_members`` plus ``x``. Needs K >= 2.
+    """
+    lp = _function_space_log_probs(members, x, n, seed, batch_size, logits)
+    k, _, c = lp.shape
+    votes = np.argmax(lp, -1)                                    # [K, N]
+    counts = np.stack([(votes == j).sum(0) for j in range(c)])   # [C, N]
+    agree = (counts * (counts - 1)).sum(0) / (k * (k - 1))
+    return float(np.mean(1.0 - agree))
+
+
+def pairwise_kl(members, x=None, n=None, seed=None, batch_size=500, logits=False):
+    """Mean KL divergence KL(p_i || p_j) over ordered member pairs i != j and
+    examples, in nats (0: identical predictive distributions; inf when a
+    member gives zero probability to a class another member predicts).
+
+    Computed in O(K N C): with P_c = sum_i p_ic and S_c = sum_j log p_jc,
+    sum_{i != j} KL(p_i || p_j) = K sum_i sum_c p_ic log p_ic - sum_c P_c S_c.
+    """
+    lp = _function_space_log_probs(members, x, n, seed, batch_size, logits)
+    k = lp.shape[0]
+    p = np.exp(lp)
+    with np.errstate(invalid="ignore"):  # 0 * log 0 terms are masked to 0
+        neg_entropy = np.sum(np.where(p > 0, p * lp, 0.0), axis=(0, 2))   # [N]
+        cross = np.sum(np.where(p.sum(0) > 0, p.sum(0) * lp.sum(0), 0.0), -1)
+    return float(np.mean((k * neg_entropy - cross) / (k * (k - 1))))
+
+
+def function_diversity(members, x=None, n=None, seed=None, batch_size=500, logits=False):
+    """Function-space diversity of an ensemble, as a dict:
+
+    * ``disagreement``: pairwise disagreement rate of predicted classes;
+    * ``pairwise_kl``: mean pairwise KL divergence of predictive distributions;
+    * ``mutual_information``: mean mutual information between prediction and
+      member (entropy of the mean minus mean entropy), nats.
+    """
+    lp = _function_space_log_probs(members, x, n, seed, batch_size, logits)
+    from hyperkeras.evaluation._metrics import mutual_information  # noqa: PLC0415 - cycle
+    return {"disagreement": disagreement(lp, logits=True),
+            "pairwise_kl": pairwise_kl(lp, logits=True),
+            "mutual_information": float(np.mean(mutual_information(lp, logits=True))),
+            "members": int(lp.shape[0])}
+
+
+def _function_space_log_probs(members, x, n, seed, batch_size, logits):
+    lp = member_log_probs(members, x=x, n=n, seed=seed, batch_size=batch_size,
+                          logits=logits)
+    if lp.shape[0] < 2:
+        raise ValueError(f"function-space diversity needs at least two members, got "
+                         f"{lp.shape[0]}")
+    return lp
