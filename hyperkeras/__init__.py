@@ -6,19 +6,28 @@ losses, the batched convolution op (:mod:`ops`), datasets, evaluation and
 baselines. ``hyperkeras.plots`` (matplotlib) is imported on demand.
 """
 
-from hyperkeras import baselines
-from hyperkeras import datasets
-from hyperkeras import evaluation
-from hyperkeras import layers
-from hyperkeras import losses
-from hyperkeras import ops
-from hyperkeras import targets
-from hyperkeras.models import GaugeEntropyHyperNetwork
-from hyperkeras.models import HyperGAN
-from hyperkeras.models import HyperModel
-from hyperkeras.targets import Conv
-from hyperkeras.targets import Dense
-from hyperkeras.targets import TargetNetwork
+import keras as _keras
+
+if _keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "hyperkeras needs the TensorFlow Keras backend (its models, custom op "
+        f"and tf.data pipelines are TensorFlow), but Keras uses "
+        f"{_keras.backend.backend()!r}: set the environment variable "
+        "KERAS_BACKEND=tensorflow before keras is first imported.")
+
+from hyperkeras import baselines  # noqa: E402
+from hyperkeras import datasets  # noqa: E402
+from hyperkeras import evaluation  # noqa: E402
+from hyperkeras import layers  # noqa: E402
+from hyperkeras import losses  # noqa: E402
+from hyperkeras import ops  # noqa: E402
+from hyperkeras import targets  # noqa: E402
+from hyperkeras.models import GaugeEntropyHyperNetwork  # noqa: E402
+from hyperkeras.models import HyperGAN  # noqa: E402
+from hyperkeras.models import HyperModel  # noqa: E402
+from hyperkeras.targets import Conv  # noqa: E402
+from hyperkeras.targets import Dense  # noqa: E402
+from hyperkeras.targets import TargetNetwork  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -27,8 +27,10 @@ on a local source and :func:`describe` do not import TensorFlow.
 import dataclasses
 import functools
 import gzip
+import math
 import os
 import re
+import zipfile
 import zlib
 
 import numpy as np
@@ -221,7 +223,9 @@ def read_idx(path):
     if ndim == 0 or len(raw) < header:
         raise ValueError(f"Corrupt IDX file {path}: truncated header ({ndim} dimensions)")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: a product of 32-bit dimensions must not wrap around (an
+    # int64 product can wrap to 0 and pass the size check below).
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) - header != expected:
         raise ValueError(
             f"Corrupt IDX file {path}: header says shape {shape} ({expected} bytes of data) "
@@ -293,8 +297,10 @@ def _load_npz(path, split):
         with np.load(path, allow_pickle=False) as data:
             files = list(data.files)
             arrays = [data[k] for k in keys if k in files]
-    except (OSError, ValueError, EOFError, zlib.error) as e:
-        raise ValueError(f"Cannot read {path} as an .npz file: {e}") from e
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"Cannot read {path} as an .npz file (corrupt or truncated?): "
+            f"{type(e).__name__}: {e}") from e
     missing = [k for k in keys if k not in files]
     if missing:
         raise ValueError(
@@ -335,6 +341,12 @@ def _image_scale(x, where):
     """Divisor that maps the images to [0, 1] (1 for floats already in range)."""
     if x.size == 0:
         return 255.0 if x.dtype.kind in "iu" else 1.0
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        bad = np.argwhere(~np.isfinite(x))
+        raise ValueError(
+            f"Images in {where} contain {len(bad)} non-finite (NaN or infinite) "
+            f"pixel value(s), the first at index {tuple(int(i) for i in bad[0])}; "
+            "expected finite values in [0, 1] or [0, 255]")
     lo, hi = float(x.min()), float(x.max())
     if x.dtype == np.uint8:
         return 255.0

@@ -13,6 +13,7 @@ each with a leading K axis: conv ``([K, kh, kw, Cin, Cout], [K, Cout])``, dense
 
 import dataclasses
 import math
+import numbers
 
 import keras
 import tensorflow as tf
@@ -20,6 +21,24 @@ import tensorflow as tf
 from hyperkeras import ops
 
 _ACTIVATIONS = ("none", "relu", "leaky_relu")
+
+
+def _check_int(what, value):
+    """``value`` as a Python int; ``ValueError`` naming ``what`` unless integral.
+
+    Python and numpy integers are accepted; floats (even 3.0), bools and
+    anything else are rejected, so no size is silently truncated.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} must be an integer, got {value!r} "
+                        f"({type(value).__name__})")
+    return int(value)
+
+
+def _normalise_ints(spec, fields):
+    for field in fields:
+        object.__setattr__(spec, field, _check_int(
+            f"{type(spec).__name__}.{field}", getattr(spec, field)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +52,9 @@ class Conv:
     pool: bool = False
     pool_padding: str = "VALID"
 
+    def __post_init__(self):
+        _normalise_ints(self, ("filters", "kernel_size"))
+
 
 @dataclasses.dataclass(frozen=True)
 class Dense:
@@ -40,6 +62,9 @@ class Dense:
     units: int
     activation: str = "relu"
     alpha: float = 0.2
+
+    def __post_init__(self):
+        _normalise_ints(self, ("units",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +118,13 @@ class TargetNetwork:
     """
 
     def __init__(self, input_shape, layers, name="target"):
-        self.input_shape = tuple(int(d) for d in input_shape)
+        try:
+            dims = tuple(input_shape)
+        except TypeError:
+            raise ValueError(f"input_shape must be a sequence of integers, got "
+                            f"{input_shape!r}") from None
+        self.input_shape = tuple(_check_int(f"input_shape[{i}]", d)
+                                 for i, d in enumerate(dims))
         self.specs = tuple(layers)
         self.name = name
         if not self.specs:
@@ -183,11 +214,33 @@ class TargetNetwork:
             return config
         if isinstance(config, str):
             return get(config)
+        if not isinstance(config, dict):
+            raise TypeError(f"a target config must be a dict, got {config!r}")
+        missing = [k for k in ("input_shape", "layers") if k not in config]
+        if missing:
+            raise ValueError(
+                f"target config is missing {', '.join(repr(k) for k in missing)}; "
+                "expected {'input_shape': [...], 'layers': [{'type': 'Conv' | "
+                f"'Dense', ...}}, ...], 'name': ...}}, got keys {sorted(config)}")
+        kinds = {"Conv": Conv, "Dense": Dense}
         layers = []
-        for d in config["layers"]:
+        for i, d in enumerate(config["layers"]):
+            where = f"target config layer {i}"
+            if not isinstance(d, dict):
+                raise ValueError(f"{where} must be a dict, got {d!r}")
             d = dict(d)
-            kind = d.pop("type")
-            layers.append({"Conv": Conv, "Dense": Dense}[kind](**d))
+            kind = d.pop("type", None)
+            if kind not in kinds:
+                raise ValueError(f"{where} has type {kind!r}; expected 'Conv' or 'Dense'")
+            fields = {f.name for f in dataclasses.fields(kinds[kind])}
+            unknown = sorted(set(d) - fields)
+            if unknown:
+                raise ValueError(f"{where} ({kind}) has unknown field(s) {unknown}; "
+                                 f"accepted: {sorted(fields)}")
+            try:
+                layers.append(kinds[kind](**d))
+            except TypeError as e:
+                raise ValueError(f"{where} ({kind}): {e}") from e
         return cls(config["input_shape"], layers, config.get("name", "target"))
 
     # --------------------------------------------------------- filter views
@@ -253,6 +306,30 @@ class TargetNetwork:
                 f"shape {self.input_shape}, got {tuple(per)}")
         return len(shape) == n + 2
 
+    def check_batch_shape(self, shape):
+        """Check a static shape (None for unknown sizes) as one batch ``[B, *input_shape]``."""
+        shape = tuple(shape)
+        if len(shape) != len(self.input_shape) + 1:
+            raise ValueError(
+                f"input must have shape [B, {', '.join(map(str, self.input_shape))}] "
+                f"for target {self.name!r}, got {list(shape)}")
+        self.check_input(tf.TensorSpec(shape))
+
+    def ensure_batch_input(self, x):
+        """``x`` checked as one batch ``[B, *input_shape]`` (``call``'s form).
+
+        Statically known shapes are checked at once (clear ``ValueError``).
+        Inside a function traced with relaxed shapes (Keras after the first
+        ``predict``) the rank or sizes may be unknown; then the shape is
+        checked when the graph runs and fixed for the rest of the trace.
+        """
+        x = tf.convert_to_tensor(x)
+        if x.shape.rank is not None:
+            self.check_batch_shape(x.shape)
+            if all(d is not None for d in x.shape[1:]):
+                return x
+        return tf.ensure_shape(x, [None, *self.input_shape])
+
     def forward(self, params, x):
         """Evaluate K networks: returns ``[K, B, output_dim]`` outputs (logits).
 
@@ -271,19 +348,28 @@ class TargetNetwork:
         h = x
         for info, (kernel, bias) in zip(self.layers, params):
             spec = info.spec
-            if info.kind == "conv":
+            if info.kind == "conv" and h.shape[1 if per_network else 0] == 0:
+                # An empty batch (B = 0) gives an empty result, as tf.nn.conv2d
+                # does; built from the bias so the output stays connected.
+                k = tf.shape(kernel)[0]
+                h = tf.zeros(tf.concat([[k, 0], info.output_shape], 0), h.dtype) \
+                    + 0.0 * bias[:, None, None, None, :]
+                per_network = True
+            elif info.kind == "conv":
                 h = ops.batched_conv2d(h, kernel, bias, padding=spec.padding,
                                        activation=spec.activation, alpha=spec.alpha,
                                        pool=spec.pool, pool_padding=spec.pool_padding)
                 per_network = True
             else:
+                # the static fan-in, not -1: an empty batch cannot infer it
+                din = info.fan_in
                 if per_network:
                     hs = tf.shape(h)
-                    h = tf.reshape(h, [hs[0], hs[1], -1])
+                    h = tf.reshape(h, [hs[0], hs[1], din])
                     h = tf.matmul(h, kernel)
                 else:
                     hs = tf.shape(h)
-                    h = tf.reshape(h, [hs[0], -1])
+                    h = tf.reshape(h, [hs[0], din])
                     h = tf.einsum("bd,kdu->kbu", h, kernel)
                     per_network = True
                 h = h + bias[:, None, :]

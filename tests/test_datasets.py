@@ -344,3 +344,36 @@ def test_debian_fashion_mnist(monkeypatch):
     np.testing.assert_array_equal(np.bincount(y), [1000] * 10)
     xb, yb = next(iter(datasets.load("fashion_mnist", batch_size=256, classes=range(5))))
     assert xb.shape == (256, 28, 28, 1) and int(tf.reduce_max(yb)) <= 4
+
+
+# ----------------------------------------------------------------------------
+# reliability: corrupt inputs name the file and the problem
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_error_npz_non_finite_pixel(tmp_path, bad):
+    x = np.random.default_rng(5).random((4, 3, 3), dtype=np.float32)
+    x[2, 1, 0] = bad     # one bad pixel must not make the split look like 0..255
+    path = tmp_path / "nan.npz"
+    np.savez(path, x_train=x, y_train=np.arange(4))
+    with pytest.raises(ValueError, match=r"nan\.npz.*non-finite.*\(2, 1, 0"):
+        datasets.load_arrays(path, "train")
+    with pytest.raises(ValueError, match=r"nan\.npz.*non-finite"):
+        datasets.load(path, "train")
+
+
+def test_error_truncated_npz_names_file(tmp_path):
+    path = tmp_path / "cut.npz"
+    np.savez(path, x_train=np.zeros((4, 3, 3), np.uint8), y_train=np.arange(4))
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ValueError, match=r"cut\.npz.*(corrupt|truncated)"):
+        datasets.load_arrays(path, "train")
+
+
+def test_error_idx_header_dimensions_overflow(tmp_path):
+    # 2^31 * 2^31 * 4 elements: an int64 product wraps to 0 bytes of data
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 4))
+    with pytest.raises(ValueError, match=r"Corrupt IDX file .*train-images-idx3-ubyte.*"
+                                         r"header says shape"):
+        datasets.read_idx(path)

@@ -121,3 +121,43 @@ def test_non_numeric_input_raises():
     params = random_params(SMALL_DENSE, 2)
     with pytest.raises(TypeError, match="dtype"):
         SMALL_DENSE.forward(params, tf.constant([["a"] * 6]))
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: Dense(3.7), "Dense.units"),
+    (lambda: Dense(3.0), "Dense.units"),
+    (lambda: Dense(True), "Dense.units"),
+    (lambda: Dense("3"), "Dense.units"),
+    (lambda: Conv(2.5), "Conv.filters"),
+    (lambda: Conv(4, kernel_size=2.5), "Conv.kernel_size"),
+    (lambda: Conv(4, kernel_size=True), "Conv.kernel_size"),
+    (lambda: TargetNetwork((4.5,), [Dense(3)]), r"input_shape\[0\]"),
+    (lambda: TargetNetwork((8, 8, True), [Conv(2, 3)]), r"input_shape\[2\]"),
+    (lambda: TargetNetwork.from_config({"input_shape": [4], "layers": [
+        {"type": "Dense", "units": 3.7}]}), "Dense.units"),
+])
+def test_non_integer_sizes_are_rejected(make, field):
+    with pytest.raises(ValueError, match=field + ".*must be an integer"):
+        make()
+
+
+def test_numpy_integer_sizes_are_accepted():
+    t = TargetNetwork(np.array([6, 6, 1]), [Conv(np.int64(2), np.int32(3), "VALID"),
+                                            Dense(np.int16(4), "none")])
+    assert t.layers[0].kernel_shape == (3, 3, 1, 2) and t.output_dim == 4
+    assert all(type(v) is int for v in t.get_config()["layers"][0].values()
+               if not isinstance(v, (str, float, bool)))
+    assert TargetNetwork.from_config(t.get_config()).param_shapes == t.param_shapes
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"input_shape": [4]}, "missing 'layers'"),
+    ({"layers": []}, "missing 'input_shape'"),
+    ({"input_shape": [4], "layers": [{"units": 3}]}, "layer 0 has type None"),
+    ({"input_shape": [4], "layers": [{"type": "Pool"}]}, "layer 0 has type 'Pool'"),
+    ({"input_shape": [4], "layers": [{"type": "Dense", "unit": 3}]}, "unknown field"),
+    ({"input_shape": [4], "layers": [{"type": "Dense"}]}, "layer 0 .*units"),
+])
+def test_bad_config_names_the_problem(config, match):
+    with pytest.raises(ValueError, match=match):
+        TargetNetwork.from_config(config)

@@ -34,11 +34,28 @@ class MemberPredictionMixin:
         return self.target.flatten(self.sample(n, seed))
 
     def predict_members(self, x, n=None, seed=None, batch_size=500, probabilities=True):
-        """Numpy ``[n, N, classes]`` member outputs over a large array, batched."""
-        if len(x) == 0:
-            raise ValueError("predict_members needs at least one example")
+        """Numpy ``[n, N, classes]`` member outputs over a large array, batched.
+
+        No examples (N = 0) give an empty ``[n, 0, classes]`` array.
+        """
+        batch_size = check_positive_int("batch_size", batch_size)
         params = self.sample(n, seed)
         fn = self.member_probabilities if probabilities else self.member_logits
         outs = [keras.ops.convert_to_numpy(fn(x[i:i + batch_size], params=params))
-                for i in range(0, len(x), batch_size)]
+                for i in range(0, max(len(x), 1), batch_size)]
         return np.concatenate(outs, axis=1)
+
+    # .keras files: compile again with the saved optimizer (compile is custom)
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

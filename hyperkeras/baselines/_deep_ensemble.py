@@ -9,9 +9,14 @@ import tensorflow as tf
 from hyperkeras import targets as targets_lib
 from hyperkeras.baselines._common import MemberPredictionMixin
 from hyperkeras.baselines._common import check_positive_int
+from hyperkeras.models._base import InputCheckMixin
+from hyperkeras.models._base import num_examples
+from hyperkeras.models._base import reject_loss_and_metrics
+from hyperkeras.models._base import step_logs
 
 
-class DeepEnsemble(MemberPredictionMixin, keras.Model):
+@keras.saving.register_keras_serializable(package="hyperkeras")
+class DeepEnsemble(MemberPredictionMixin, InputCheckMixin, keras.Model):
     """``n_members`` networks of the target architecture trained side by side.
 
     One Keras model holds every member's weights stacked along a leading
@@ -71,12 +76,16 @@ class DeepEnsemble(MemberPredictionMixin, keras.Model):
 
     def call(self, x, training=False):
         """Ensemble mean probabilities ``[B, classes]``."""
+        x = self.target.ensure_batch_input(x)
         return tf.reduce_mean(tf.nn.softmax(self.member_logits(x), -1), 0)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.target.output_dim)
 
     def compile(self, optimizer="adam", **kwargs):
+        """Only the optimizer (and Keras options): no ``loss`` or ``metrics``."""
+        kwargs = reject_loss_and_metrics(
+            self, kwargs, "the sum of the members' softmax cross-entropies")
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
 
@@ -100,15 +109,18 @@ class DeepEnsemble(MemberPredictionMixin, keras.Model):
             loss, acc = self._member_losses(x, y)
         variables = self.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.loss_tracker.update_state(loss / self.n_members)
-        self.acc_tracker.update_state(acc)
-        return {m.name: m.result() for m in self.metrics}
+        self._update_metrics(loss, acc, num_examples(x))
+        return step_logs(self.metrics)
 
     def test_step(self, data):
         loss, acc = self._member_losses(data[0], data[1])
-        self.loss_tracker.update_state(loss / self.n_members)
-        self.acc_tracker.update_state(acc)
-        return {m.name: m.result() for m in self.metrics}
+        self._update_metrics(loss, acc, num_examples(data[0]))
+        return step_logs(self.metrics)
+
+    def _update_metrics(self, loss, acc, weight):
+        # weighted by the batch's examples: epoch values are means over examples
+        self.loss_tracker.update_state(loss / self.n_members, sample_weight=weight)
+        self.acc_tracker.update_state(acc, sample_weight=weight)
 
     def member_model(self, index):
         """An ordinary ``keras.Sequential`` holding member ``index``."""

@@ -7,10 +7,13 @@ import tensorflow as tf
 from hyperkeras import targets as targets_lib
 from hyperkeras.baselines._common import MemberPredictionMixin
 from hyperkeras.baselines._common import check_positive_int
+from hyperkeras.models._base import InputCheckMixin
+from hyperkeras.models._base import reject_loss_and_metrics
 from hyperkeras.models._base import stateless_noise
 
 
-class MCDropout(MemberPredictionMixin, keras.Model):
+@keras.saving.register_keras_serializable(package="hyperkeras")
+class MCDropout(MemberPredictionMixin, InputCheckMixin, keras.Model):
     """The target architecture with dropout on the input of every layer but the first.
 
     Dropout of rate ``rate`` is applied to the output of every hidden layer
@@ -23,9 +26,10 @@ class MCDropout(MemberPredictionMixin, keras.Model):
     members are evaluated with the target's batched forward pass, so the same
     evaluation and attack code applies as to hypernetworks.
 
-    Train with ``compile()`` (sparse cross-entropy from logits and accuracy by
-    default) and ``fit``; ``call`` is the dropout network (stochastic when
-    training, the deterministic weight-scaled network otherwise).
+    Train with ``compile(optimizer)`` (always sparse cross-entropy from logits,
+    reporting loss and accuracy; ``loss`` and ``metrics`` are not accepted)
+    and ``fit``; ``call`` is the dropout network (stochastic when training,
+    the deterministic weight-scaled network otherwise).
     """
 
     def __init__(self, target, rate=0.5, samples=100, seed=0, **kwargs):
@@ -67,15 +71,23 @@ class MCDropout(MemberPredictionMixin, keras.Model):
         return None  # unlimited
 
     def call(self, x, training=False):
-        return self.net(x, training=training)
+        return self.net(self.target.ensure_batch_input(x), training=training)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.target.output_dim)
 
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
-        loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics = ["accuracy"] if metrics is None else metrics
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+    def compile(self, optimizer="adam", **kwargs):
+        """Only the optimizer (and Keras options): no ``loss`` or ``metrics``.
+
+        The sampling interface (``sample``, ``predict_members``, evaluation)
+        treats the network's outputs as class logits, so the loss is fixed.
+        """
+        kwargs = reject_loss_and_metrics(
+            self, kwargs, "sparse categorical cross-entropy on its logits",
+            reports="loss, accuracy")
+        super().compile(optimizer=optimizer,
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["accuracy"], **kwargs)
 
     def sample(self, n=None, seed=None):
         """``n`` thinned networks: a list of ``(kernel [n,...], bias [n,...])``."""

@@ -14,7 +14,10 @@ Internally everything is turned into log-probabilities (``log_softmax`` of the
 logits), so log-likelihoods never take the log of an underflowed probability.
 """
 
+import numbers
+
 import numpy as np
+from scipy import special
 
 PROB_TOLERANCE = 1e-3
 
@@ -25,20 +28,46 @@ def is_model(obj):
 
 
 def log_softmax(logits, axis=-1):
-    logits = np.asarray(logits, dtype=np.float64)
-    m = np.max(logits, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    z = logits - m
-    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    """float64 log-softmax (scipy); a row that is all ``-inf`` gives NaN."""
+    return special.log_softmax(np.asarray(logits, dtype=np.float64), axis=axis)
 
 
 def logsumexp(a, axis):
-    a = np.asarray(a, dtype=np.float64)
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
-    return np.squeeze(out, axis=axis)
+    """float64 log-sum-exp (scipy); all ``-inf`` gives ``-inf``."""
+    return special.logsumexp(np.asarray(a, dtype=np.float64), axis=axis)
+
+
+def check_num_members(n, available=None):
+    """``n`` as a positive int (at most ``available``), or ``None`` unchanged."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise ValueError(f"n (the number of members) must be a positive integer, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n (the number of members) must be a positive integer, got {n}")
+    if available is not None and n > available:
+        raise ValueError(f"asked for n={n} members but only {available} were given")
+    return int(n)
+
+
+def logits_to_log_probs(logits):
+    """Checked float64 log-softmax of logits ``[K, N, C]``.
+
+    NaN or ``+inf`` logits, and rows whose logits are all ``-inf`` (no class
+    has any probability), raise a ``ValueError`` naming the first such row.
+    """
+    arr = np.asarray(logits, dtype=np.float64)
+    bad = np.isnan(arr) | (arr == np.inf)
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"logits contain NaN or +inf values (first at index {idx} "
+                         "of [member, example, class])")
+    dead = np.all(arr == -np.inf, axis=-1)
+    if np.any(dead):
+        idx = tuple(int(i) for i in np.argwhere(dead)[0])
+        raise ValueError(f"logits of {int(dead.sum())} row(s) are all -inf, which is not "
+                         f"a probability distribution (first: [member, example] = {idx})")
+    return log_softmax(arr)
 
 
 def check_probabilities(probs, what="member probabilities", tolerance=PROB_TOLERANCE):
@@ -78,9 +107,10 @@ def member_log_probs(members, x=None, n=None, seed=None, batch_size=500, logits=
         if getattr(members, "task", "classification") != "classification":
             raise ValueError("classification metrics need a classification model, "
                              f"got task={members.task!r}")
+        n = check_num_members(n, getattr(members, "n_members", None))
         out = members.predict_members(x, n=n, seed=seed, batch_size=batch_size,
                                       probabilities=False)
-        return log_softmax(out)
+        return logits_to_log_probs(out)
     if x is not None:
         raise ValueError("x is only used with a model; member predictions were given")
     arr = np.asarray(members)
@@ -89,19 +119,15 @@ def member_log_probs(members, x=None, n=None, seed=None, batch_size=500, logits=
                          f"got {list(arr.shape)}")
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"member predictions are empty: shape {list(arr.shape)}")
+    n = check_num_members(n, arr.shape[0])
     if logits:
-        arr = np.asarray(arr, dtype=np.float64)
-        if np.any(np.isnan(arr)) or np.any(arr == np.inf):
-            raise ValueError("logits contain NaN or +inf values")
-        lp = log_softmax(arr)
+        lp = logits_to_log_probs(arr)
     else:
         p = check_probabilities(arr)
         p = p / p.sum(-1, keepdims=True)
         with np.errstate(divide="ignore"):
             lp = np.log(p)
     if n is not None:
-        if n > lp.shape[0]:
-            raise ValueError(f"asked for {n} members but only {lp.shape[0]} were given")
         lp = lp[:n]
     return lp
 

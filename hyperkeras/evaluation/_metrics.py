@@ -6,8 +6,10 @@ logarithms (nats).
 """
 
 import numpy as np
+from scipy import special
 
 from hyperkeras.evaluation._common import check_labels
+from hyperkeras.evaluation._common import check_probabilities
 from hyperkeras.evaluation._common import logsumexp
 from hyperkeras.evaluation._common import member_log_probs
 
@@ -21,9 +23,7 @@ def _lp(members, x=None, n=None, seed=None, batch_size=500, logits=False):
 
 def _entropy_from_log(lp):
     """Entropy over the last axis of log-probabilities (0 log 0 = 0)."""
-    p = np.exp(lp)
-    safe = np.where(p > 0, lp, 0.0)
-    return -np.sum(p * safe, axis=-1)
+    return np.sum(special.entr(np.exp(lp)), axis=-1)
 
 
 def mean_log_probs(lp):
@@ -116,11 +116,17 @@ def calibration_bins(probs, y, num_bins=15):
 
     Returns ``(counts, mean confidence, accuracy)`` per equal-width bin of the
     confidence ``max_c p`` on [0, 1] (bin i holds (i/B, (i+1)/B], the first
-    bin also 0).
+    bin also 0). ``probs`` must be probabilities: in [0, 1] and summing to
+    one over the classes (within 1e-3), else a ``ValueError``.
     """
+    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) \
+            or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
     probs = np.asarray(probs, dtype=np.float64)
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must have shape [N, classes], got "
+                         f"{list(probs.shape)}")
+    probs = check_probabilities(probs, what="probabilities")
     y = check_labels(y, probs.shape[0], probs.shape[1])
     conf = probs.max(-1)
     correct = (np.argmax(probs, -1) == y).astype(np.float64)

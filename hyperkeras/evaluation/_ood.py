@@ -6,6 +6,7 @@ All metrics are exact under ties: tied scores are treated as one threshold.
 """
 
 import numpy as np
+from scipy import stats
 
 from hyperkeras.evaluation import _metrics as metrics
 from hyperkeras.evaluation._common import check_labels
@@ -26,22 +27,11 @@ def _check_scores(inlier_scores, outlier_scores):
     return a, b
 
 
-def _average_ranks(values):
-    """1-based ranks, tied values sharing their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    sv = values[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sv)) + 1]
-    ends = np.r_[starts[1:], len(sv)]
-    avg = (starts + ends + 1) / 2.0          # mean of ranks starts+1 .. ends
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
-
-
 def auroc(inlier_scores, outlier_scores):
     """Area under the ROC curve (outliers positive): P(s_out > s_in) + P(tie)/2."""
     a, b = _check_scores(inlier_scores, outlier_scores)
-    ranks = _average_ranks(np.concatenate([a, b]))
+    # average ranks: tied scores (infinite ones included) share their mean rank
+    ranks = stats.rankdata(np.concatenate([a, b]), method="average")
     n_in, n_out = len(a), len(b)
     u = ranks[n_in:].sum() - n_out * (n_out + 1) / 2.0
     return float(u / (n_in * n_out))
@@ -54,7 +44,9 @@ def _threshold_counts(a, b):
     labels = np.r_[np.zeros(len(a)), np.ones(len(b))]
     order = np.argsort(-scores, kind="mergesort")
     s, l = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # end of each tie group
+    # End of each tie group. Compare, not np.diff: inf - inf is NaN, which
+    # would split a group of equal infinite scores.
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
     tp = np.cumsum(l)[last]
     fp = np.cumsum(1 - l)[last]
     return s[last], tp, fp

@@ -10,3 +10,7 @@ from hyperkeras.layers._gauge_entropy import Extractor  # noqa: E402
 from hyperkeras.layers._gauge_entropy import FilterGenerator  # noqa: E402
 
 __all__ += ["Extractor", "FilterGenerator"]
+
+from hyperkeras.models._base import NoiseSource  # noqa: E402
+
+__all__ += ["NoiseSource"]

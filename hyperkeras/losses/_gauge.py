@@ -15,9 +15,17 @@ Two strategies: :func:`gauge_fix` is the transform S (eq. 11), and
 :func:`gauge_penalty` the quadratic penalty G (eq. 8) used with a weight gamma.
 """
 
+import math
+
 import tensorflow as tf
 
-_EPS = 1e-20  # tiny: relative error on a filter of sum of squares 1e-8 is 1e-12
+# Floor on a filter's sum of squares. A filter below it (a dead or all-zero
+# filter) is scaled as if its sum of squares were the floor: its gauge-fixed
+# weights stay small and finite and so does the gradient. Filters above the
+# floor (every filter of a working network) are transformed exactly. At 1e-12
+# the largest scale is sqrt(n) * 1e6 and the largest intermediate gradient
+# factor (d rsqrt / d sq at the floor) 0.5e18, far from float32 overflow.
+_FLOOR = 1e-12
 
 
 def _input_channel_scale(inv_scale, fan_in):
@@ -46,8 +54,10 @@ def gauge_fix(target, params):
       The gauge-fixed parameters (same structure). The network function is
       unchanged, S is idempotent, every filter of layers ``1..m-1`` has sum of
       squares equal to its ``filter_size``, and the last layer's biases have
-      mean zero. Differentiable (a filter that is exactly zero is left at
-      scale ``sqrt(n / 1e-20)``, finite).
+      mean zero. Differentiable with a finite gradient everywhere: a filter
+      whose sum of squares is below ``1e-12`` (e.g. exactly zero) is scaled by
+      ``sqrt(n / 1e-12)`` instead of being put on the gauge, and no gradient
+      flows through its (floored) norm.
     """
     filters = [tf.convert_to_tensor(f) for f in target.to_filters(params)]
     layers = target.layers
@@ -58,7 +68,11 @@ def gauge_fix(target, params):
             f = tf.concat([f[:, :, :-1] * carry[:, None, :], f[:, :, -1:]], -1)
         if l < len(layers) - 1:
             sq = tf.reduce_sum(tf.square(f), -1)                   # [K, F]
-            scale = tf.sqrt(float(info.filter_size) / (sq + _EPS))  # [K, F]
+            # where(), not maximum() or + eps: the floored entries get no
+            # gradient into sq, and rsqrt is only ever evaluated (and
+            # differentiated) at values >= _FLOOR, so no inf * 0 = NaN.
+            safe = tf.where(sq > _FLOOR, sq, _FLOOR * tf.ones_like(sq))
+            scale = math.sqrt(info.filter_size) * tf.math.rsqrt(safe)  # [K, F]
             f = f * scale[:, :, None]
             carry = _input_channel_scale(1.0 / scale, layers[l + 1].fan_in)
         else:

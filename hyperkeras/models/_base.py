@@ -8,6 +8,9 @@ this base class turns that into sampling with seeds, ensemble prediction,
 """
 
 import math
+import numbers
+import random
+import warnings
 
 import keras
 import numpy as np
@@ -42,7 +45,155 @@ def stateless_noise(n, dim, seed, distribution="normal", low=-1.0, high=1.0):
     return tf.map_fn(row, seeds, fn_output_signature=tf.float32)
 
 
-class HyperModel(keras.Model):
+@keras.saving.register_keras_serializable(package="hyperkeras")
+class NoiseSource(keras.layers.Layer):
+    """The one seeded generator of a model's training noise.
+
+    Its state, a non-trainable int64 weight ``[seed, counter]``, is one of the
+    model's variables, so ``.keras`` files, ``save_weights`` (and with it
+    ``keras.callbacks.BackupAndRestore``) and ``tf.train.Checkpoint`` save and
+    restore it: training resumed from a checkpoint continues the noise
+    sequence instead of replaying the first steps' noise. Every draw seeds a
+    stateless op with the current state and then increments the counter.
+
+    Under a distribution strategy all replicas draw the same noise (they train
+    the same sampled networks on their shards of the batch) and the counter
+    advances once per draw (``aggregation="only_first_replica"``).
+
+    Args:
+      seed: int seed; ``None`` draws one from Python's ``random`` (which
+        ``keras.utils.set_random_seed`` seeds).
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is None:
+            seed = random.randint(1, 2**31 - 1)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = int(seed)
+        initial = [self.seed, 0]
+        self.state = self.add_weight(
+            shape=(2,), dtype="int64", trainable=False, name="state",
+            initializer=lambda shape, dtype=None: tf.constant(initial, tf.int64),
+            aggregation="only_first_replica")
+        self.built = True
+
+    def next_seed(self):
+        """The current ``[2]`` int64 state; advances the counter by one."""
+        seed = tf.identity(self.state.value)
+        self.state.assign_add(tf.constant([0, 1], tf.int64))
+        return seed
+
+    def normal(self, shape):
+        return tf.random.stateless_normal(shape, seed=self.next_seed())
+
+    def uniform(self, shape, minval=0.0, maxval=1.0):
+        return tf.random.stateless_uniform(shape, seed=self.next_seed(), minval=minval,
+                                           maxval=maxval)
+
+    def call(self, inputs=None):
+        raise NotImplementedError("NoiseSource is not called; use normal() or uniform()")
+
+    def load_own_variables(self, store):
+        if len(store.keys()) == 0:
+            # a file written before the noise state was saved
+            warnings.warn("the saved model holds no training-noise state; the "
+                          f"noise restarts from the seed {self.seed}", stacklevel=2)
+            return
+        super().load_own_variables(store)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def reject_loss_and_metrics(model, kwargs, objective, reports=None):
+    """``compile`` of a model with its own objective: no ``loss`` / metrics.
+
+    Returns ``kwargs`` without those keys; raises a ``ValueError`` naming the
+    model, the rejected arguments, its objective and what it reports.
+    """
+    given = [k for k in ("loss", "metrics", "weighted_metrics", "loss_weights")
+             if kwargs.get(k) is not None]
+    if given:
+        reports = reports or ", ".join(m.name for m in model.metrics)
+        raise ValueError(
+            f"{type(model).__name__}.compile() does not accept "
+            f"{', '.join(given)}: the model trains with its own objective "
+            f"({objective}) and reports its own metrics ({reports}).")
+    for k in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+        kwargs.pop(k, None)
+    return kwargs
+
+
+def _first_leaf_shape(x):
+    """Static shape of the inputs in ``x`` (array, tensor, dataset), or None."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        while isinstance(spec, (tuple, list)) and spec:
+            spec = spec[0]
+        return getattr(spec, "shape", None)
+    if isinstance(x, (tuple, list)) or isinstance(x, dict):
+        return None
+    return getattr(x, "shape", None)
+
+
+class InputCheckMixin:
+    """Check the input shape before Keras traces ``predict``/``evaluate``/``fit``.
+
+    Keras traces these with relaxed shapes after the first call, so inside
+    ``call`` a wrongly shaped second input may have unknown dimensions (or
+    rank) and fail deep in the graph; checking eagerly gives the target's
+    clear shape message every time.
+    """
+
+    def _check_keras_input(self, x):
+        shape = _first_leaf_shape(x)
+        if shape is None:
+            return
+        if isinstance(shape, tf.TensorShape) and shape.rank is None:
+            return
+        self.target.check_batch_shape(shape)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_keras_input(x)
+        return super().predict(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_keras_input(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_keras_input(x)
+        return super().fit(x, *args, **kwargs)
+
+
+def _multi_worker():
+    strategy = tf.distribute.get_strategy()
+    extended = getattr(strategy, "extended", None)
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
+
+
+def step_logs(metrics):
+    """``{name: result}`` of a train/test step.
+
+    With MultiWorkerMirroredStrategy over several workers Keras reduces step
+    outputs with ``strategy.reduce("MEAN", v, axis=0)``, which fails on
+    scalars; there the results are returned as ``[1]`` vectors (reduced to
+    the mean over replicas, a scalar).
+    """
+    if _multi_worker():
+        return {m.name: tf.reshape(m.result(), [1]) for m in metrics}
+    return {m.name: m.result() for m in metrics}
+
+
+def num_examples(x):
+    """float32 number of examples of a batch ``[B, ...]`` (metric weight)."""
+    return tf.cast(tf.shape(x)[0], tf.float32)
+
+
+class HyperModel(InputCheckMixin, keras.Model):
     """Base class of hypernetworks that generate a whole target network.
 
     Args:
@@ -53,12 +204,19 @@ class HyperModel(keras.Model):
       networks_per_step: networks sampled in every training step.
       batch_mode: "shared" (every network sees the whole batch) or "split"
         (the batch is split into ``networks_per_step`` per-network batches).
+      seed: seed of the training noise (one :class:`NoiseSource`, saved and
+        restored with the weights); ``None``: drawn from Python's ``random``.
+
+    ``compile`` takes no ``loss`` or ``metrics`` (the models have their own
+    objectives); ``evaluate`` reports the task loss and accuracy of the
+    ``ensemble_size`` members averaged over examples.
     """
 
     noise_distribution = "normal"
 
     def __init__(self, target, task="classification", ensemble_size=10,
-                 eval_seed=0, networks_per_step=32, batch_mode="shared", **kwargs):
+                 eval_seed=0, networks_per_step=32, batch_mode="shared", seed=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         if task not in TASKS:
@@ -72,6 +230,8 @@ class HyperModel(keras.Model):
         self.batch_mode = batch_mode
         # The custom op is opaque to XLA.
         self.jit_compile = False
+        self.noise_source = NoiseSource(seed, name="training_noise")
+        self.seed = seed
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
 
@@ -89,10 +249,15 @@ class HyperModel(keras.Model):
         x, y = data[0], data[1]
         outputs = self.member_logits(x)
         task_loss, acc = self.task_loss(outputs, y, shared=True)
-        self.task_loss_tracker.update_state(task_loss)
+        self.update_task_metrics(task_loss, acc, num_examples(x))
+        return step_logs(self.task_metrics())
+
+    def update_task_metrics(self, task_loss, acc, weight):
+        """Batch means weighted by the batch's examples: a short last batch
+        counts for its size, so epoch values are means over examples."""
+        self.task_loss_tracker.update_state(task_loss, sample_weight=weight)
         if acc is not None:
-            self.accuracy_tracker.update_state(acc)
-        return {m.name: m.result() for m in self.task_metrics()}
+            self.accuracy_tracker.update_state(acc, sample_weight=weight)
 
     # ------------------------------------------------------------- subclass API
     @property
@@ -112,6 +277,18 @@ class HyperModel(keras.Model):
             return
         self.build_generators()
         self.built = True
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (TF backend, under a distribution strategy) reduces the first
+        # distributed batch as one nested structure to build the model
+        # symbolically; with MultiWorkerMirroredStrategy and more than one
+        # worker TF cannot reduce a structure ("Attempt to convert a value
+        # (PerReplica ...) to a Tensor"). compile() builds these models and
+        # their optimizers completely, so there is nothing left to build.
+        optimizers = [getattr(self, "optimizer", None), getattr(self, "d_optimizer", None)]
+        if self.built and all(o is None or o.built for o in optimizers):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ----------------------------------------------------------------- sampling
     def sample_noise(self, n, seed=None):
@@ -154,17 +331,18 @@ class HyperModel(keras.Model):
         """Numpy ``[n, N, classes]`` member outputs over a large array, batched."""
         n = self.ensemble_size if n is None else n
         seed = self.eval_seed if seed is None else seed
+        batch_size = _check_positive_int("batch_size", batch_size)
         params = self.sample(n, seed)
         fn = self.member_probabilities if probabilities and self.task == "classification" \
             else self.member_logits
+        # no examples: one empty batch, so the result is [n, 0, outputs]
         outs = [fn(x[i:i + batch_size], params=params).numpy()
-                for i in range(0, len(x), batch_size)]
-        if not outs:
-            raise ValueError("predict_members needs at least one example")
+                for i in range(0, max(len(x), 1), batch_size)]
         return np.concatenate(outs, axis=1)
 
     def call(self, x, training=False):
         """Ensemble mean probabilities (classification) or mean output."""
+        x = self.target.ensure_batch_input(x)
         out = self.member_logits(x)
         if self.task == "classification":
             out = tf.nn.softmax(out, axis=-1)
@@ -272,6 +450,7 @@ class HyperModel(keras.Model):
             "eval_seed": self.eval_seed,
             "networks_per_step": self.networks_per_step,
             "batch_mode": self.batch_mode,
+            "seed": self.seed,
             "name": self.name,
         }
 

@@ -21,6 +21,9 @@ from hyperkeras.layers._gauge_entropy import FilterGenerator
 from hyperkeras.models._base import HyperModel
 from hyperkeras.models._base import adam_with_decay
 from hyperkeras.models._base import fan_in_scale
+from hyperkeras.models._base import num_examples
+from hyperkeras.models._base import reject_loss_and_metrics
+from hyperkeras.models._base import step_logs
 
 GAUGES = ("transform", "penalty", "none")
 
@@ -98,7 +101,7 @@ class GaugeEntropyHyperNetwork(HyperModel):
                  entropy_weight=1.0, seed=None, networks_per_step=32,
                  batch_mode="split", **kwargs):
         super().__init__(target, networks_per_step=networks_per_step,
-                         batch_mode=batch_mode, **kwargs)
+                         batch_mode=batch_mode, seed=seed, **kwargs)
         if isinstance(noise_dim, bool) or int(noise_dim) != noise_dim or noise_dim < 1:
             raise ValueError(f"noise_dim must be an integer >= 1, got {noise_dim!r}")
         if int(code_dim) < 1:
@@ -127,7 +130,6 @@ class GaugeEntropyHyperNetwork(HyperModel):
         self.gamma = float(gamma)
         self.lambda_ = float(lambda_)
         self.entropy_weight = float(entropy_weight)
-        self.seed = seed
         # One code per filter of layers 1..m-1, one for the whole last layer.
         self.codes_per_layer = [info.filters for info in layers[:-1]] + [1]
         self.extractor = Extractor(sum(self.codes_per_layer), self.code_dim,
@@ -140,7 +142,6 @@ class GaugeEntropyHyperNetwork(HyperModel):
                             self.use_bias,
                             name=f"generator_{info.name}")
             for l, (info, units) in enumerate(zip(layers, self.generator_units))]
-        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
         self.gauge_tracker = keras.metrics.Mean(name="gauge_penalty")
@@ -181,6 +182,8 @@ class GaugeEntropyHyperNetwork(HyperModel):
         """Default optimizer: Adam 3e-4 decaying x0.99998 per step (the paper's)."""
         if optimizer is None:
             optimizer = adam_with_decay(3e-4, 0.99998)
+        kwargs = reject_loss_and_metrics(
+            self, kwargs, "lambda * task loss - entropy (+ gamma * gauge penalty)")
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
         self.build()
@@ -193,10 +196,11 @@ class GaugeEntropyHyperNetwork(HyperModel):
 
     def train_step(self, data):
         x, y = data[0], data[1]
+        weight = num_examples(x)
         x, y = self.split_batch(x, y)
         k = self.networks_per_step
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        z = keras.random.uniform([k, self.noise_dim], -1.0, 1.0, seed=self.seed_generator)
+        z = self.noise_source.uniform([k, self.noise_dim], -1.0, 1.0)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             params = self.generate(z, training=True)
@@ -215,12 +219,10 @@ class GaugeEntropyHyperNetwork(HyperModel):
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         self.loss_tracker.update_state(total)
-        self.task_loss_tracker.update_state(task_loss)
-        if acc is not None:
-            self.accuracy_tracker.update_state(acc)
+        self.update_task_metrics(task_loss, acc, weight)
         self.entropy_tracker.update_state(entropy)
         self.gauge_tracker.update_state(penalty)
-        return {m.name: m.result() for m in self.metrics}
+        return step_logs(self.metrics)
 
     def get_config(self):
         return {**super().get_config(), "noise_dim": self.noise_dim,
@@ -230,4 +232,4 @@ class GaugeEntropyHyperNetwork(HyperModel):
                 "alpha": self.alpha, "use_bias": self.use_bias,
                 "init_gain": self.init_gain, "gauge": self.gauge,
                 "gamma": self.gamma, "lambda_": self.lambda_,
-                "entropy_weight": self.entropy_weight, "seed": self.seed}
+                "entropy_weight": self.entropy_weight}

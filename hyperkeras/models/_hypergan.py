@@ -7,6 +7,9 @@ from hyperkeras.layers._hypergan import LatentDiscriminator
 from hyperkeras.layers._hypergan import LayerGenerator
 from hyperkeras.layers._hypergan import Mixer
 from hyperkeras.models._base import HyperModel
+from hyperkeras.models._base import num_examples
+from hyperkeras.models._base import reject_loss_and_metrics
+from hyperkeras.models._base import step_logs
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
@@ -24,7 +27,9 @@ class HyperGAN(HyperModel):
       code_dim: size d of each layer's code (paper: 128 for MNIST).
       mixer_units, generator_units, discriminator_units: hidden MLP sizes.
       **kwargs: see :class:`~hyperkeras.models.HyperModel` (task, ensemble_size,
-        eval_seed, networks_per_step, batch_mode).
+        eval_seed, networks_per_step, batch_mode, seed: the seed of the
+        training noise s and of the prior samples p, both drawn from the
+        model's one :class:`~hyperkeras.models.NoiseSource`).
     """
 
     def __init__(self, target="hypergan_mnist", noise_dim=256, code_dim=128,
@@ -78,6 +83,9 @@ class HyperGAN(HyperModel):
         """
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        kwargs = reject_loss_and_metrics(
+            self, kwargs, "task loss + beta * adversarial loss, and the "
+            "discriminator's GAN loss")
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
         self.d_optimizer = keras.optimizers.get(discriminator_optimizer)
@@ -106,11 +114,12 @@ class HyperGAN(HyperModel):
 
     def train_step(self, data):
         x, y = data[0], data[1]
+        weight = num_examples(x)
         x, y = self.split_batch(x, y)
         k = self.networks_per_step
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        s = tf.random.normal([k, self.noise_dim])
-        prior = tf.random.normal([k, len(self.generators), self.code_dim])
+        s = self.noise_source.normal([k, self.noise_dim])
+        prior = self.noise_source.normal([k, len(self.generators), self.code_dim])
         gen_vars = self.generator_variables()
         with tf.GradientTape() as g_tape:
             codes = self.codes(s)
@@ -135,12 +144,10 @@ class HyperGAN(HyperModel):
         d_grads = d_tape.gradient(scaled_d_loss, d_vars)
         self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
 
-        self.task_loss_tracker.update_state(task_loss)
-        if acc is not None:
-            self.accuracy_tracker.update_state(acc)
+        self.update_task_metrics(task_loss, acc, weight)
         self.d_loss_tracker.update_state(d_loss)
         self.g_adv_tracker.update_state(g_adv)
-        return {m.name: m.result() for m in self.metrics}
+        return step_logs(self.metrics)
 
     def get_config(self):
         return {**super().get_config(), "noise_dim": self.noise_dim,

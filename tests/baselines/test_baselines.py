@@ -98,3 +98,76 @@ def test_bad_arguments():
         DeepEnsemble(TARGET, 0)
     with pytest.raises(ValueError):
         MCDropout(TARGET, rate=1.0)
+
+
+# ------------------------------------------------------------ Keras contracts
+
+SMALL = hk.TargetNetwork((6, 6, 1), [hk.Conv(2, 3, "VALID", "leaky_relu", pool=True),
+                                     hk.Dense(3, "none")])
+
+
+def small_models():
+    return [DeepEnsemble(SMALL, 3, seed=4), MCDropout(SMALL, rate=0.3, samples=3, seed=2)]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_save_load_round_trip(tmp_path, index):
+    import keras
+
+    model = small_models()[index]
+    model.compile(keras.optimizers.Adam(1e-2))
+    x, y = data(24, seed=3)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "baseline.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_members(x, n=3, seed=1),
+                               model.predict_members(x, n=3, seed=1), rtol=1e-5, atol=1e-6)
+    # the optimizer comes back: training can go on
+    assert int(loaded.optimizer.iterations.numpy()) == 3
+    loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("kw", [{"loss": "mse"}, {"metrics": ["mae"]}])
+def test_compile_rejects_loss_and_metrics(index, kw):
+    model = small_models()[index]
+    with pytest.raises(ValueError, match="does not accept .*own objective"):
+        model.compile("adam", **kw)
+
+
+def test_deep_ensemble_evaluate_weights_batches_by_examples():
+    ens = DeepEnsemble(SMALL, 3, seed=4)
+    ens.compile("adam")
+    x, _ = data(10, seed=5)
+    logits = ens.member_logits(x).numpy()
+    mean = logits.mean(0)
+    y = np.argmax(mean, -1).astype(np.int32)
+    y[8:] = np.argmin(mean[8:], -1)          # the short last batch is all wrong
+    correct = np.argmax(logits, -1) == y[None]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)     # 4, 4, 2
+    res = ens.evaluate(ds, verbose=0, return_dict=True)
+    np.testing.assert_allclose(res["accuracy"], correct.mean(), rtol=1e-6)
+    per_batch = np.mean([correct[:, :4].mean(), correct[:, 4:8].mean(), correct[:, 8:].mean()])
+    assert abs(per_batch - correct.mean()) > 0.01
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_empty_batch_and_input_checks(index):
+    model = small_models()[index]
+    x, _ = data(4)
+    empty = np.zeros((0, 6, 6, 1), np.float32)
+    assert tuple(model.member_logits(empty).shape) == (3, 0, 3)
+    assert model.predict_members(empty, n=2).shape == (2, 0, 3)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        model.predict_members(x, n=2, batch_size=0)
+    assert model.predict(x, verbose=0).shape == (4, 3)
+    for _ in range(2):   # after a good predict too
+        with pytest.raises(ValueError, match=r"expects per-example shape \(6, 6, 1\)"):
+            model.predict(np.zeros((4, 5, 6, 1), np.float32), verbose=0)
+        with pytest.raises(ValueError, match=r"input must have shape \[B, 6, 6, 1\]"):
+            model.predict(np.zeros((4, 6, 6), np.float32), verbose=0)

@@ -102,3 +102,47 @@ def test_bad_inputs_raise_value_error():
         ev.predictive_entropy(np.zeros((0, 3, 4)))
     with pytest.raises(ValueError, match="none of the ensemble sizes"):
         ev.ensemble_scores(good, [0, 1, 2], sizes=(5,))
+
+
+# ------------------------------------------------------------------ reliability
+
+MEMBER_FUNCTIONS = [ev.predictive_entropy, ev.mutual_information, ev.expected_entropy,
+                    ev.ensemble_probabilities]
+
+
+@pytest.mark.parametrize("fn", MEMBER_FUNCTIONS)
+@pytest.mark.parametrize("n", [-1, 0, 4, 1.5, True])
+def test_bad_number_of_members_is_a_clear_error(fn, n):
+    members = np.random.default_rng(1).dirichlet(np.ones(3), size=(3, 5))
+    with pytest.raises(ValueError, match=r"n \(the number of members\)|only 3"):
+        fn(members, n=n)
+
+
+def test_n_selects_the_first_members():
+    members = np.random.default_rng(2).dirichlet(np.ones(3), size=(4, 5))
+    np.testing.assert_allclose(ev.predictive_entropy(members, n=2),
+                               ev.predictive_entropy(members[:2]), rtol=1e-12)
+
+
+def test_calibration_bins_rejects_non_probabilities():
+    y = np.array([0, 1])
+    with pytest.raises(ValueError, match="sum to one"):
+        ev.calibration_bins(np.array([[0.9, 0.9], [0.5, 0.5]]), y)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ev.calibration_bins(np.array([[1.5, -0.5], [0.5, 0.5]]), y)
+    with pytest.raises(ValueError, match="shape"):
+        ev.calibration_bins(np.array([0.5, 0.5]), y)
+    counts, _, _ = ev.calibration_bins(np.array([[0.9, 0.1], [0.5, 0.5]]), y, num_bins=2)
+    assert counts.sum() == 2
+
+
+def test_minus_inf_logits():
+    # some -inf logits are fine (probability zero) ...
+    logits = np.array([[[0.0, -np.inf, 0.0]]])
+    np.testing.assert_allclose(ev.predictive_entropy(logits, logits=True), [math.log(2)],
+                               rtol=1e-12)
+    # ... a row of only -inf is no distribution: a clear error, not NaN
+    dead = np.full((2, 3, 4), -np.inf)
+    for fn in MEMBER_FUNCTIONS:
+        with pytest.raises(ValueError, match="all -inf"):
+            fn(dead, logits=True)

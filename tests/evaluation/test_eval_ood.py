@@ -74,3 +74,19 @@ def test_errors():
         ev.ood_detection((np.full((2, 3, 4), 0.25), np.full((3, 3, 4), 0.25)), None, None)
     with pytest.raises(ValueError, match="score must be"):
         ev.uncertainty_scores(np.full((2, 3, 4), 0.25), score="variance")
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, 1.0])
+def test_ties_at_infinity_are_ties(value):
+    assert ev.auroc([value], [value]) == 0.5
+    assert ev.auroc([value, 0.0], [value, 0.0]) == 0.5
+    # one operating point: everything flagged, precision 1/2
+    assert ev.aupr([value], [value]) == 0.5
+    assert ev.aupr([value], [value], positive="inlier") == 0.5
+    assert ev.fpr_at_tpr([value], [value]) == 1.0
+
+
+def test_infinite_scores_rank_correctly():
+    assert ev.auroc([0.0, 1.0], [np.inf, np.inf]) == 1.0
+    assert ev.auroc([-np.inf, -np.inf], [0.0]) == 1.0
+    assert ev.fpr_at_tpr([0.0, 1.0, np.inf], [np.inf, np.inf]) == pytest.approx(1 / 3)

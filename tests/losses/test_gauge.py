@@ -90,3 +90,41 @@ def test_gauge_fix_gradients_finite():
         loss = tf.reduce_sum(tf.square(target.flatten(fixed)[0] - target.flatten(fixed)[1]))
     grads = tape.gradient(loss, [v for p in params for v in p])
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+def _two_filter_target():
+    # layer 1: 2 filters of 9 weights (18 kernel entries) and a bias each; dense
+    # so that the test does not depend on the convolution op
+    return TargetNetwork((9,), [Dense(2, "relu"), Dense(3, "none")])
+
+
+@pytest.mark.parametrize("factor", [0.0, 1e-15])
+def test_gauge_fix_gradient_finite_for_dead_filter(factor):
+    target = _two_filter_target()
+    params = random_params(target, 2, seed=11)
+    k1 = params[0][0].numpy()
+    b1 = params[0][1].numpy()
+    k1[0, :, 1] *= factor       # network 0, filter 1: 9 of the 18 kernel entries
+    b1[0, 1] *= factor
+    params[0] = (tf.constant(k1), tf.constant(b1))
+    variables = [(tf.Variable(k), tf.Variable(b)) for k, b in params]
+    x = tf.random.stateless_normal([5, 9], seed=[7, 8])
+    with tf.GradientTape() as tape:
+        fixed = losses.gauge_fix(target, variables)
+        loss = (tf.reduce_sum(tf.square(target.flatten(fixed)))
+                + tf.reduce_sum(target.forward(fixed, x)))
+    grads = tape.gradient(loss, [v for p in variables for v in p])
+    for g in grads:
+        assert np.all(np.isfinite(g.numpy()))
+    assert all(np.all(np.isfinite(t.numpy())) for p in fixed for t in p)
+
+
+def test_gauge_fix_forward_unchanged_for_normal_filters():
+    # the exact transform sqrt(n / sum of squares), in float64
+    target = _two_filter_target()
+    params = random_params(target, 3, seed=13)
+    fixed = losses.gauge_fix(target, params)
+    f = target.to_filters(params)[0].numpy().astype(np.float64)
+    sq = (f ** 2).sum(-1)
+    expected = f * np.sqrt(target.layers[0].filter_size / sq)[..., None]
+    np.testing.assert_allclose(target.to_filters(fixed)[0].numpy(), expected, rtol=1e-6)

@@ -1,0 +1,168 @@
+"""What both model families share (HyperModel): training noise as model state,
+compile contract, example-weighted evaluation, empty batches, input checks."""
+
+import os
+import zlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import hyperkeras as hk
+from hyperkeras.targets import Conv
+from hyperkeras.targets import Dense
+from hyperkeras.targets import TargetNetwork
+
+# One conv layer with a single input channel: cheap on the pure-TF path.
+TINY = TargetNetwork((6, 6, 1), [Conv(2, 3, "VALID", "leaky_relu", pool=True),
+                                 Dense(3, "none")], name="tiny")
+
+
+def make(family, **kw):
+    if family == "hypergan":
+        return hk.HyperGAN(TINY, noise_dim=4, code_dim=4, mixer_units=(8,),
+                           generator_units=(8,), discriminator_units=(8,),
+                           networks_per_step=3, ensemble_size=3, **kw)
+    return hk.GaugeEntropyHyperNetwork(TINY, noise_dim=4, code_dim=3, extractor_units=(8,),
+                                       generator_units=(8,), networks_per_step=3,
+                                       ensemble_size=3, batch_mode="shared", **kw)
+
+
+def compiled(family, **kw):
+    m = make(family, **kw)
+    m.compile(keras.optimizers.Adam(1e-2))
+    return m
+
+
+def data(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 6, 6, 1)).astype("float32")
+    y = rng.integers(0, 3, n).astype("int32")
+    return x, y
+
+
+FAMILIES = ["hypergan", "gauge_entropy"]
+
+
+def seed_of(name):
+    return zlib.crc32(name.encode()) % 2**31
+
+
+# ------------------------------------------------------------- training noise
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_noise_state_is_a_saved_model_variable(family, tmp_path):
+    keras.utils.set_random_seed(seed_of(family))
+    m = compiled(family, seed=5)
+    state = m.noise_source.state
+    assert any(v is state for v in m.non_trainable_variables)
+    np.testing.assert_array_equal(state.numpy(), [5, 0])
+    x, y = data()
+    m.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    after = state.numpy()
+    assert after[0] == 5 and after[1] > 0          # two steps drew noise
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded.noise_source.state.numpy(), after)
+    assert loaded.get_config()["seed"] == 5
+    weights = str(tmp_path / "m.weights.h5")
+    m.save_weights(weights)
+    fresh = compiled(family, seed=5)
+    fresh.load_weights(weights)
+    np.testing.assert_array_equal(fresh.noise_source.state.numpy(), after)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_noise_comes_only_from_the_model_seed(family):
+    """Same seed and weights: the same training, whatever the global RNGs do."""
+    x, y = data()
+    results = []
+    for disturb in (False, True):
+        keras.utils.set_random_seed(seed_of(family))
+        m = compiled(family, seed=11)
+        if disturb:       # draws from the global generators must not matter
+            tf.random.normal([7])
+            keras.random.normal([7])
+            tf.random.set_seed(seed_of("other"))
+        m.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+        results.append([w.copy() for w in m.get_weights()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    keras.utils.set_random_seed(seed_of(family))
+    other = compiled(family, seed=12)
+    other.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(results[0], other.get_weights()))
+
+
+# ------------------------------------------------------------ Keras contracts
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kw", [{"loss": "mse"}, {"metrics": ["accuracy"]},
+                                {"weighted_metrics": ["mae"]}])
+def test_compile_rejects_loss_and_metrics(family, kw):
+    m = make(family)
+    with pytest.raises(ValueError, match="does not accept .*own objective"):
+        m.compile(optimizer="adam", **kw)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_evaluate_weights_batches_by_examples(family):
+    keras.utils.set_random_seed(seed_of(family))
+    m = compiled(family)
+    x, _ = data(10, seed=1)
+    logits = m.member_logits(x).numpy()                  # [K, N, C]
+    mean = logits.mean(0)
+    # right on the 8 examples of the two full batches, wrong on the short last one
+    y = np.argmax(mean, -1).astype("int32")
+    y[8:] = np.argmin(mean[8:], -1)
+    correct = np.argmax(logits, -1) == y[None]
+    expected_acc = correct.mean()
+    lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    expected_loss = (lse - np.take_along_axis(logits, y[None, :, None], -1)[..., 0]).mean()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)    # 4, 4, 2
+    res = m.evaluate(ds, verbose=0, return_dict=True)
+    np.testing.assert_allclose(res["accuracy"], expected_acc, rtol=1e-6)
+    np.testing.assert_allclose(res["task_loss"], expected_loss, rtol=1e-5)
+    per_batch = np.mean([correct[:, :4].mean(), correct[:, 4:8].mean(), correct[:, 8:].mean()])
+    assert abs(per_batch - expected_acc) > 0.01        # the test can tell them apart
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("path", [None, "fallback"])
+def test_empty_batch_gives_empty_result(family, path):
+    m = make(family)
+    m.build()
+    x = np.zeros((0, 6, 6, 1), "float32")
+    with hk.ops.force_path(path):
+        assert tuple(m.member_logits(x).shape) == (3, 0, 3)
+        assert m.predict_members(x, n=2).shape == (2, 0, 3)
+        assert tuple(m(x).shape) == (0, 3)
+        per_network = np.zeros((3, 0, 6, 6, 1), "float32")
+        assert tuple(m.target.forward(m.sample(3, 0), per_network).shape) == (3, 0, 3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_wrong_shape_after_good_predict_gives_clear_message(family):
+    m = make(family)
+    x, _ = data(4)
+    assert m.predict(x, verbose=0).shape == (4, 3)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"expects per-example shape \(6, 6, 1\)"):
+            m.predict(np.zeros((4, 5, 6, 1), "float32"), verbose=0)
+        with pytest.raises(ValueError, match=r"input must have shape \[B, 6, 6, 1\]"):
+            m.predict(np.zeros((4, 6, 6), "float32"), verbose=0)
+        with pytest.raises(ValueError, match="channels"):
+            m.evaluate(np.zeros((4, 6, 6, 2), "float32"), np.zeros(4, "int32"), verbose=0)
+    assert m.predict(x, verbose=0).shape == (4, 3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_predict_members_bad_batch_size(family, bad):
+    m = make(family)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        m.predict_members(data(4)[0], n=2, batch_size=bad)
