@@ -2,8 +2,10 @@
 
     python examples/hypergan_mnist.py --dataset fashion_mnist --out runs/hypergan
 
-Writes OUT/metrics.json (single-network and ensemble accuracy, per-layer L2-norm
-diversity as in the paper's Table 1, training seconds) and OUT/saved_model/.
+Writes OUT/metrics.json (single-network and ensemble accuracy, calibration:
+NLL and ECE of ensembles and of single networks, function-space diversity:
+disagreement, pairwise KL, mutual information, per-layer L2-norm diversity as
+in the paper's Table 1, training seconds) and OUT/saved_model/.
 """
 
 import json
@@ -62,13 +64,14 @@ def main(argv):
 
     members = model.predict_members(x_test, n=100, seed=FLAGS.seed + 1)  # [100,N,C]
     singles = np.array([accuracy(p, y_test) for p in members])
-    ensemble = {str(n): accuracy(members[:n].mean(0), y_test) for n in (1, 5, 10, 100)}
-    params = model.sample(100, seed=FLAGS.seed + 1)
-    norms = {}
-    for info, (kernel, bias) in zip(model.target.layers, params):
-        flat = np.concatenate([kernel.numpy().reshape(100, -1), bias.numpy()], 1)
-        l2 = np.linalg.norm(flat, axis=1)
-        norms[info.name] = {"mean": float(l2.mean()), "std": float(l2.std())}
+    scores = hk.evaluation.ensemble_scores(members, y_test, sizes=(1, 5, 10, 100))
+    ensemble = {str(n): v["accuracy_mean_probability"] for n, v in scores.items()}
+    calibration = {str(n): {"nll": v["nll"], "ece": v["ece"]} for n, v in scores.items()}
+    calibration["single_network_mean"] = {"nll": scores[100]["single_nll_mean"],
+                                          "ece": scores[100]["single_ece_mean"]}
+    weights = hk.evaluation.diversity(model, n=100, seed=FLAGS.seed + 1, include_bias=True)
+    norms = {name: {"mean": v["norm_mean"], "std": v["norm_std"]}
+             for name, v in weights["layers"].items()}
     metrics = {
         "dataset": datasets.describe(FLAGS.dataset),
         "train_seconds": train_seconds,
@@ -76,6 +79,8 @@ def main(argv):
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},
         "ensemble_accuracy": ensemble,
+        "calibration": calibration,
+        "function_diversity": hk.evaluation.function_diversity(members),
         "layer_l2_norms": norms,
     }
     with open(os.path.join(FLAGS.out, "metrics.json"), "w") as f:

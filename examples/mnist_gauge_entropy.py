@@ -9,7 +9,10 @@ dense 8, dense 10), then writes to OUT (default runs/gauge_entropy):
 * metrics.json: dataset, train_seconds, steps, single_network_accuracy
   {mean,std,min,max} over 100 generated networks on the test set,
   ensemble_accuracy_mean_prob and ensemble_accuracy_majority_vote for 10, 100
-  and 200 networks, entropy_estimate (KL estimate over 200 gauge-fixed samples,
+  and 200 networks, calibration (NLL and ECE of ensembles of 1, 10 and 100
+  networks and the mean over single networks), function_diversity
+  (disagreement, pairwise KL, mutual information of 100 networks on the test
+  set), entropy_estimate (KL estimate over 200 gauge-fixed samples,
   d = noise_dim as in training), path_accuracy {direct, interpolated} (mean test
   accuracy along straight lines between gauge-fixed weight vectors of two
   sampled networks vs along the images of straight lines in noise space);
@@ -120,6 +123,13 @@ def main(argv):
         votes = np.apply_along_axis(np.bincount, 0, preds[:n], minlength=probs.shape[-1])
         ens_vote[str(n)] = accuracy(np.argmax(votes, 0), y_test)
 
+    # ---- calibration and function-space diversity (hk.evaluation)
+    scores = hk.evaluation.ensemble_scores(probs[:100], y_test, sizes=(1, 10, 100))
+    calibration = {str(n): {"nll": v["nll"], "ece": v["ece"]} for n, v in scores.items()}
+    calibration["single_network_mean"] = {"nll": scores[100]["single_nll_mean"],
+                                          "ece": scores[100]["single_ece_mean"]}
+    function_diversity = hk.evaluation.function_diversity(probs[:100])
+
     # ---- entropy of 200 gauge-fixed samples, d = noise_dim as in training
     fixed200 = model.gauge_fix(params200)
     entropy = float(losses.kl_entropy(model.target.flatten(fixed200), dim=model.noise_dim))
@@ -162,6 +172,8 @@ def main(argv):
                                     "min": float(singles.min()), "max": float(singles.max())},
         "ensemble_accuracy_mean_prob": ens_mean,
         "ensemble_accuracy_majority_vote": ens_vote,
+        "calibration": calibration,
+        "function_diversity": function_diversity,
         "entropy_estimate": entropy,
         "entropy_samples": 200,
         "entropy_dim": model.noise_dim,

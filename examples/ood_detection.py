@@ -18,8 +18,12 @@ classes 0-4 are the inliers, classes 5-9 the outliers. ``--inlier`` and
 (``mnist``, ``cifar10``, an IDX folder, an ``.npz``), with class selections
 ``--inlier_classes 0-4`` / ``--outlier_classes 5,6,7`` (empty: all classes).
 
+``--target`` puts every method on one preset (e.g. ``lenet5``).
+
 Writes OUT/metrics.json (``inlier``, ``outlier``, ``methods`` {method:
-{accuracy, auroc, aupr, fpr95, ...}}), OUT/entropy_cdf.png (empirical CDF of
+{accuracy, auroc, aupr, fpr95, nll, ece (of the ensemble), single_* (means
+over single networks), function_diversity {disagreement, pairwise_kl,
+mutual_information}, ensembles {size: scores}, ...}}), OUT/entropy_cdf.png (empirical CDF of
 the entropy on outliers and inliers, the paper's Fig. 3-4),
 OUT/accuracy_hist.png, OUT/scores.npz (per-example scores) and
 OUT/weights/<method>.weights.h5 (reused by
@@ -53,6 +57,9 @@ flags.DEFINE_string("outlier_classes", None,
                     "Outlier classes (default: the complement of the inlier classes "
                     "when the datasets are the same, else all).")
 flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
+flags.DEFINE_string("target", "", "Target preset for every method (e.g. lenet5); empty: "
+                    "each method's own (deutsch_mnist for gauge_entropy, "
+                    "hypergan_mnist for the others).")
 flags.DEFINE_integer("hypergan_steps", 1500, "HyperGAN training steps (16 nets x 32 images).")
 flags.DEFINE_integer("gauge_steps", 400, "Gauge-entropy steps (32 nets x 32 images).")
 flags.DEFINE_integer("ensemble_steps", 1000, "Deep-ensemble steps (batch 64, all members).")
@@ -132,8 +139,9 @@ def with_classes(preset, input_shape, num_classes):
 
 def build_method(name, input_shape, num_classes, seed=0):
     """An untrained, compiled model of ``name`` and its training batch size."""
+    preset = FLAGS.target or ("deutsch_mnist" if name == "gauge_entropy" else "hypergan_mnist")
     if name == "hypergan":
-        model = hk.HyperGAN(with_classes("hypergan_mnist", input_shape, num_classes),
+        model = hk.HyperGAN(with_classes(preset, input_shape, num_classes),
                             noise_dim=256, code_dim=128, networks_per_step=16)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       discriminator_optimizer=keras.optimizers.Adam(1e-4), beta=1.0)
@@ -142,11 +150,11 @@ def build_method(name, input_shape, num_classes, seed=0):
         cls = getattr(hk, "GaugeEntropyHyperNetwork", None)
         if cls is None:
             raise RuntimeError("hyperkeras.GaugeEntropyHyperNetwork is not available")
-        model = cls(with_classes("deutsch_mnist", input_shape, num_classes), seed=seed,
+        model = cls(with_classes(preset, input_shape, num_classes), seed=seed,
                     networks_per_step=32, batch_mode="split")
         model.compile(optimizer=adam_with_decay(1e-3, 0.9995))
         return model, 32 * 32
-    target = with_classes("hypergan_mnist", input_shape, num_classes)
+    target = with_classes(preset, input_shape, num_classes)
     if name == "deep_ensemble":
         model = baselines.DeepEnsemble(target, FLAGS.ensemble_members, seed=seed)
         model.compile(keras.optimizers.Adam(1e-3))
@@ -216,9 +224,16 @@ def main(argv):
         res = ev.ood_detection((logits_in, logits_out), None, None, y_in=y_in,
                                score=FLAGS.score, logits=True)
         scores = ev.ensemble_scores(logits_in, y_in, sizes=(1, 5, 10, 100), logits=True)
+        full = scores[max(scores)]
         singles[name] = np.mean(np.argmax(logits_in, -1) == y_in[None], axis=1)
         results[name] = {
+            "target": model.target.name if hasattr(model, "target") else None,
             "accuracy": res["accuracy"], "auroc": res["auroc"], "aupr": res["aupr"],
+            "nll": full["nll"], "ece": full["ece"],
+            "single_accuracy_mean": full["single_accuracy_mean"],
+            "single_nll_mean": full["single_nll_mean"],
+            "single_ece_mean": full["single_ece_mean"],
+            "function_diversity": ev.function_diversity(logits_in, logits=True),
             "aupr_in": res["aupr_in"], "fpr95": res["fpr95"], "members": n,
             "inlier_mean_entropy": res["inlier_mean_score"],
             "outlier_mean_entropy": res["outlier_mean_score"],
@@ -233,11 +248,13 @@ def main(argv):
               f"{res['aupr']:.4f} fpr95 {res['fpr95']:.4f} (train {seconds:.0f}s)",
               flush=True)
 
-    print("\n{:<15}{:>10}{:>10}{:>10}{:>10}".format("method", "AUROC", "AUPR", "FPR95",
-                                                   "accuracy"))
+    row = "{:<15}" + "{:>10}" * 8
+    print("\n" + row.format("method", "AUROC", "AUPR", "FPR95", "accuracy", "NLL", "ECE",
+                            "1-net NLL", "disagree"))
     for name, r in results.items():
-        print("{:<15}{:>10.4f}{:>10.4f}{:>10.4f}{:>10.4f}".format(
-            name, r["auroc"], r["aupr"], r["fpr95"], r["accuracy"]))
+        print(row.format(name, *(f"{v:.4f}" for v in (
+            r["auroc"], r["aupr"], r["fpr95"], r["accuracy"], r["nll"], r["ece"],
+            r["single_nll_mean"], r["function_diversity"]["disagreement"]))))
     if results:
         np.savez(os.path.join(FLAGS.out, "scores.npz"),
                  **{f"{k}_outlier": v for k, v in cdf_out.items()},

@@ -455,6 +455,21 @@ def deutsch_mnist():
     ], name="deutsch_mnist")
 
 
+def lenet5():
+    """LeNet-5 on 28x28x1 images, as in the usual Fashion-MNIST baselines
+    (ReLU instead of the original tanh): conv 6 5x5 SAME + pool, conv 16 5x5
+    VALID + pool (28 -> 14 -> 10 -> 5), dense 120, dense 84, dense 10;
+    61,706 weights.
+    """
+    return TargetNetwork((28, 28, 1), [
+        Conv(6, 5, "SAME", "relu", pool=True),
+        Conv(16, 5, "VALID", "relu", pool=True),
+        Dense(120, "relu"),
+        Dense(84, "relu"),
+        Dense(10, "none"),
+    ], name="lenet5")
+
+
 def regression_1d():
     """The 1-100-1 ReLU regression network of HyperGAN's toy experiment."""
     return TargetNetwork((1,), [Dense(100, "relu"), Dense(1, "none")],
@@ -465,6 +480,7 @@ PRESETS = {
     "hypergan_mnist": hypergan_mnist,
     "hypergan_cifar10": hypergan_cifar10,
     "deutsch_mnist": deutsch_mnist,
+    "lenet5": lenet5,
     "regression_1d": regression_1d,
 }
 

@@ -33,6 +33,28 @@ def test_preset_sizes_match_the_papers():
     assert reg.num_params == 1 * 100 + 100 + 100 * 1 + 1
 
 
+def test_lenet5_preset_matches_a_keras_lenet5():
+    import keras  # noqa: PLC0415
+    ref = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(6, 5, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(16, 5, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(120, activation="relu"),
+        keras.layers.Dense(84, activation="relu"),
+        keras.layers.Dense(10)])
+    lenet = targets.get("lenet5")
+    assert lenet.num_params == ref.count_params() == 61706
+    assert [l.kernel_shape for l in lenet.layers] == [tuple(w.shape) for w in ref.weights[::2]]
+    # The same weights give the same logits as the Keras model.
+    params = random_params(lenet, 1, seed=3)
+    ref.set_weights([t.numpy()[0] for pair in params for t in pair])
+    x = np.random.default_rng(4).random((3, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(lenet.forward(params, x)[0], ref(x), rtol=1e-4, atol=1e-5)
+
+
 def test_filter_facts():
     info = targets.deutsch_mnist().layers
     assert [l.filters for l in info] == [32, 16, 8, 10]

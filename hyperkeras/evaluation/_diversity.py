@@ -123,7 +123,7 @@ def function_diversity(members, x=None, n=None, seed=None, batch_size=500, logit
       member (entropy of the mean minus mean entropy), nats.
     """
     lp = _function_space_log_probs(members, x, n, seed, batch_size, logits)
-    from hyperkeras.evaluation._metrics import mutual_information  # noqa: PLC0415 - cycle
+    from hyperkeras.evaluation._metrics import mutual_information  # noqa: PLC0415 - import cycle
     return {"disagreement": disagreement(lp, logits=True),
             "pairwise_kl": pairwise_kl(lp, logits=True),
             "mutual_information": float(np.mean(mutual_information(lp, logits=True))),

@@ -12,6 +12,7 @@ from hyperkeras.evaluation._common import check_labels
 from hyperkeras.evaluation._common import check_probabilities
 from hyperkeras.evaluation._common import logsumexp
 from hyperkeras.evaluation._common import member_log_probs
+from hyperkeras.evaluation._diversity import disagreement
 
 DEFAULT_ENSEMBLE_SIZES = (1, 5, 10, 100)
 
@@ -157,9 +158,11 @@ def ensemble_scores(members, y, x=None, sizes=DEFAULT_ENSEMBLE_SIZES, seed=None,
 
     Returns ``{n: {"accuracy_mean_probability", "accuracy_summed_logits",
     "accuracy_majority_vote", "nll", "ece", "entropy", "mutual_information",
-    "single_accuracy_mean", "single_accuracy_std"}}`` (entropy and mutual
-    information are means over the examples; the single-network accuracies
-    are over the n members).
+    "disagreement", "single_accuracy_mean", "single_accuracy_std",
+    "single_nll_mean", "single_ece_mean"}}`` (entropy and mutual information
+    are means over the examples; disagreement is the pairwise disagreement
+    rate of the members' predicted classes, 0 for one member; the
+    single-network scores are means over the n members).
     """
     sizes = sorted({int(s) for s in sizes})
     if not sizes or sizes[0] < 1:
@@ -175,6 +178,11 @@ def ensemble_scores(members, y, x=None, sizes=DEFAULT_ENSEMBLE_SIZES, seed=None,
         raise ValueError(f"none of the ensemble sizes {sizes} is available: only "
                          f"{lp.shape[0]} members")
     singles = np.mean(np.argmax(lp, -1) == y[None], axis=1)
+    single_nll = np.array([negative_log_likelihood(lp[i:i + 1], y, logits=True)
+                           for i in range(kept[-1])])
+    single_ece = np.array([expected_calibration_error(lp[i:i + 1], y, logits=True,
+                                                      num_bins=num_bins)
+                           for i in range(kept[-1])])
     out = {}
     for s in kept:
         sub = lp[:s]
@@ -189,5 +197,8 @@ def ensemble_scores(members, y, x=None, sizes=DEFAULT_ENSEMBLE_SIZES, seed=None,
             "mutual_information": float(mi.mean()),
             "single_accuracy_mean": float(singles[:s].mean()),
             "single_accuracy_std": float(singles[:s].std()),
+            "single_nll_mean": float(single_nll[:s].mean()),
+            "single_ece_mean": float(single_ece[:s].mean()),
+            "disagreement": disagreement(sub, logits=True) if s > 1 else 0.0,
         }
     return out

@@ -88,6 +88,13 @@ def test_ensemble_scores_sizes():
     assert scores[1]["mutual_information"] == pytest.approx(0.0, abs=1e-12)
     assert scores[5]["accuracy_mean_probability"] == ev.accuracy_mean_probability(
         members[:5], y)
+    # Single-network calibration: the mean over members of each one's NLL / ECE.
+    assert scores[5]["single_nll_mean"] == pytest.approx(np.mean(
+        [ev.negative_log_likelihood(members[i:i + 1], y) for i in range(5)]))
+    assert scores[10]["single_ece_mean"] == pytest.approx(np.mean(
+        [ev.expected_calibration_error(members[i:i + 1], y) for i in range(10)]))
+    assert scores[1]["disagreement"] == 0.0
+    assert scores[10]["disagreement"] == pytest.approx(ev.disagreement(members[:10]))
 
 
 def test_bad_inputs_raise_value_error():
