@@ -110,8 +110,32 @@ def test_tfds_mock_classes(no_local_copies):
         assert len(y) == np.isin(y_all, (3, 7)).sum()
         assert set(y.tolist()) <= {0, 1}
         np.testing.assert_array_equal(y, (y_all[np.isin(y_all, (3, 7))] == 3).astype(np.int32))
+        _, yd = collect(datasets.load("mnist", "train", classes=(7, 3), relabel=True,
+                                      shuffle=False))
+        np.testing.assert_array_equal(yd, y)
         with pytest.raises(ValueError, match="select zero examples"):
             datasets.load("mnist", "train", classes=(10, 11))
+
+
+def test_tfds_gets_the_split_string(no_local_copies, monkeypatch):
+    # Named datasets are sliced by tensorflow-datasets itself (mock_data
+    # ignores slicing, so check what tfds.load is asked for).
+    import tensorflow_datasets as tfds
+
+    calls = []
+    real = tfds.load
+
+    def spy(name, **kw):
+        calls.append((name, kw["split"], kw.get("as_supervised")))
+        return real(name, **kw)
+
+    monkeypatch.setattr(tfds, "load", spy)
+    with tfds.testing.mock_data(num_examples=10):
+        datasets.load_arrays("fashion-mnist", "train[:90%]")
+        datasets.load("Fashion_MNIST", "train[90%:]", batch_size=4)
+    assert calls == [("fashion_mnist", "train[:90%]", True), ("fashion_mnist", "train[90%:]", True)]
+    with pytest.raises(ValueError, match="Unknown split 'validation'"):
+        datasets.load("fashion_mnist", "validation")
 
 
 # ----------------------------------------------------------------------------
@@ -139,22 +163,33 @@ def test_idx_round_trip(tmp_path, compress):
         np.testing.assert_array_equal(yd, y_ref)
 
 
-def test_idx_other_names_and_dtypes(tmp_path):
+def test_idx_other_names(tmp_path):
     x = np.random.default_rng(2).integers(0, 256, (6, 4, 4), dtype=np.uint8)
     y = np.arange(6, dtype=np.uint8)
     write_idx(tmp_path / "emnist-letters-train-images-idx3-ubyte.gz", x, compress=True)
     write_idx(tmp_path / "emnist-letters-train-labels-idx1-ubyte", y)
     write_idx(tmp_path / "emnist-letters-test-images-idx3-ubyte", x[:2])
-    write_idx(tmp_path / "emnist-letters-test-labels-idx1-ubyte", y[:2].astype(">i4"))
+    write_idx(tmp_path / "emnist-letters-test-labels-idx1-ubyte", y[:2])
     (tmp_path / "README.txt").write_text("not idx")
     xa, ya = datasets.load_arrays(tmp_path, "train", normalize=False)
     np.testing.assert_array_equal(xa[..., 0], x)
     np.testing.assert_array_equal(ya, y)
     _, yt = datasets.load_arrays(tmp_path, "test")
     np.testing.assert_array_equal(yt, [0, 1])
+    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "emnist-letters-train-labels-idx1-ubyte"), y)
+
+
+def test_error_idx_other_dtypes(tmp_path):
+    # Only uint8 IDX files (MNIST, Fashion-MNIST, EMNIST) are read; other type
+    # codes raise naming the file and the code instead of being parsed.
     f = tmp_path / "floats-idx"
     write_idx(f, np.linspace(0, 1, 12).reshape(3, 4))
-    np.testing.assert_allclose(datasets.read_idx(f), np.linspace(0, 1, 12).reshape(3, 4))
+    with pytest.raises(ValueError, match=r"Unsupported IDX file .*floats-idx: type code 0x0e"):
+        datasets.read_idx(f)
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((2, 3, 3), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(2).astype(">i4"))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte: type code 0x0c.*\.npz"):
+        datasets.load_arrays(tmp_path, "train")
 
 
 def test_local_classes_relabel_limit(idx_dir):
@@ -180,6 +215,40 @@ def test_local_classes_relabel_limit(idx_dir):
     np.testing.assert_array_equal(y, y_ref[10:20])
     _, y = datasets.load_arrays(folder, "train[:50%]")
     np.testing.assert_array_equal(y, y_ref[:15])
+
+
+def test_local_validation_carved_from_train(idx_dir):
+    folder, ref = idx_dir
+    x_ref, y_ref = ref["train"]
+    x_fit, y_fit = datasets.load_arrays(folder, "train[:80%]", normalize=False)
+    x_val, y_val = datasets.load_arrays(folder, "train[80%:]", normalize=False)
+    assert len(y_fit) == 24 and len(y_val) == 6
+    np.testing.assert_array_equal(np.concatenate([x_fit, x_val])[..., 0], x_ref)
+    np.testing.assert_array_equal(np.concatenate([y_fit, y_val]), y_ref)
+    _, yd = collect(datasets.load(folder, "train[80%:]", shuffle=False))
+    np.testing.assert_array_equal(yd, y_ref[24:])
+    # tensorflow-datasets slicing semantics locally too: negative and fractional bounds
+    _, y = datasets.load_arrays(folder, "train[-5:]")
+    np.testing.assert_array_equal(y, y_ref[-5:])
+    _, y = datasets.load_arrays(folder, "train[:12.5%]")
+    np.testing.assert_array_equal(y, y_ref[:4])
+    with pytest.raises(ValueError, match="Carve a validation set.*train\\[90%:\\]"):
+        datasets.load_arrays(folder, "validation")
+    with pytest.raises(ValueError, match="Unknown split 'train\\+test'"):
+        datasets.load_arrays(folder, "train+test")
+    with pytest.raises(ValueError, match="incompatible with 12 examples"):
+        datasets.load_arrays(folder, "test[100:200]")
+
+
+def test_local_files_reread_after_change(tmp_path):
+    # No cache: a rewritten file is read afresh by the next call.
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=np.zeros((3, 2, 2), np.uint8), y_train=np.arange(3))
+    _, y = datasets.load_arrays(path, "train")
+    np.testing.assert_array_equal(y, [0, 1, 2])
+    np.savez(path, x_train=np.zeros((2, 2, 2), np.uint8), y_train=[5, 6])
+    _, y = datasets.load_arrays(path, "train")
+    np.testing.assert_array_equal(y, [5, 6])
 
 
 def test_local_shuffle_batch(idx_dir):
