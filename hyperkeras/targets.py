@@ -348,14 +348,7 @@ class TargetNetwork:
         h = x
         for info, (kernel, bias) in zip(self.layers, params):
             spec = info.spec
-            if info.kind == "conv" and h.shape[1 if per_network else 0] == 0:
-                # An empty batch (B = 0) gives an empty result, as tf.nn.conv2d
-                # does; built from the bias so the output stays connected.
-                k = tf.shape(kernel)[0]
-                h = tf.zeros(tf.concat([[k, 0], info.output_shape], 0), h.dtype) \
-                    + 0.0 * bias[:, None, None, None, :]
-                per_network = True
-            elif info.kind == "conv":
+            if info.kind == "conv":  # an empty batch (B = 0) gives an empty result
                 h = ops.batched_conv2d(h, kernel, bias, padding=spec.padding,
                                        activation=spec.activation, alpha=spec.alpha,
                                        pool=spec.pool, pool_padding=spec.pool_padding)
