@@ -16,7 +16,10 @@
 #ifndef HYPERKERAS_KERNELS_BATCHED_CONV_H_
 #define HYPERKERAS_KERNELS_BATCHED_CONV_H_
 
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Outside the extern "C" block: cuda_runtime.h declares C++ templates
    (channel_descriptor.h), which must not get C linkage. */
@@ -52,7 +55,51 @@ typedef struct hk_batched_conv_params {
   const float* w;
   const float* bias;  /* may be NULL */
   float* y;
+  /* Optional (may be NULL): what the backward needs, written by the forward,
+     one byte per element of y ([K, B, Ho, Wo, Cout]):
+       bits 0-1 (HK_MASK_POS): the 2x2 pool window position (py * 2 + px) of
+                the element the max-pool picked (the first maximum in
+                row-major window order, as TensorFlow's MaxPool gradient
+                routes it; 0 without pooling);
+       bit 2   (HK_MASK_POSITIVE): the pre-activation value there is > 0
+                (the activation's derivative is 1 there, else 0 for relu and
+                alpha for leaky_relu; ignored for activation none).
+     See hk_mask_needed(): without pool and activation it is not needed. */
+  uint8_t* mask;
 } hk_batched_conv_params;
+
+#define HK_MASK_POS 3u
+#define HK_MASK_POSITIVE 4u
+
+/* 1 if the backward needs the forward's mask (pool or an activation). */
+static inline int hk_mask_needed(const hk_batched_conv_params* p) {
+  return p->pool || p->activation != HK_ACT_NONE;
+}
+
+/* Backward of the batched convolution. `fwd` describes the forward call
+   (geometry, enums, x and w; fwd.bias, fwd.y and fwd.mask are ignored).
+   Inputs:
+     dy    [K, B, Ho, Wo, Cout]   upstream gradient of y
+     mask  [K, B, Ho, Wo, Cout]   the forward's mask (NULL iff
+                                  !hk_mask_needed(&fwd))
+   Outputs (each may be NULL: not computed):
+     dx    [B, H, W, Cin] (shared input: summed over the K networks)
+           or [K, B, H, W, Cin]
+     dw    [K, kh, kw, Cin, Cout]
+     dbias [K, Cout]
+   The gradient of the pre-activation conv output z at conv position
+   (oy*2+py, ox*2+px) (or (oy, ox) without pool) is
+     dz = dy * slope  where the mask's position is (py, px), 0 elsewhere,
+     slope = 1 (none), positive ? 1 : 0 (relu), positive ? 1 : alpha (leaky).
+   Conv positions of a VALID pool that no window covers get dz = 0. */
+typedef struct hk_batched_conv_grad_params {
+  hk_batched_conv_params fwd;
+  const float* dy;
+  const uint8_t* mask;
+  float* dx;
+  float* dw;
+  float* dbias;
+} hk_batched_conv_grad_params;
 
 /* Spatial size after the convolution (before pooling). */
 static inline void hk_conv_hw(const hk_batched_conv_params* p, int64_t* hc,
@@ -84,34 +131,227 @@ static inline void hk_conv_output_hw(const hk_batched_conv_params* p,
   *wo = wc;
 }
 
-/* Returns HK_OK if the parameters describe a computable call (sizes >= 0,
-   known enums, non-null pointers where data is non-empty, matching
-   Cin/Cout). Zero-size outputs are valid (nothing to compute). */
-static inline int hk_batched_conv_validate(const hk_batched_conv_params* p) {
-  int64_t ho, wo;
-  if (!p) return HK_ERR_INVALID_ARGUMENT;
-  if (p->K < 0 || p->B < 0 || p->H < 0 || p->W < 0 || p->Cin < 0 ||
-      p->Cout < 0 || p->kh < 1 || p->kw < 1)
-    return HK_ERR_INVALID_ARGUMENT;
+/* ---- Argument rules: the single source for every entry point ----------
+   (TF op, pybind11 module, CPU and CUDA launchers), so they cannot drift.
+   Each check returns an hk_status and, on failure, writes a NUL-terminated
+   message naming the problem into msg[0..n) (msg may be NULL / n 0). */
+
+static inline int hk__fail(char* msg, size_t n, const char* fmt, ...) {
+  va_list ap;
+  if (msg && n) {
+    va_start(ap, fmt);
+    vsnprintf(msg, n, fmt, ap);
+    va_end(ap);
+  }
+  return HK_ERR_INVALID_ARGUMENT;
+}
+
+/* ASCII case-insensitive equality (no locale). */
+static inline int hk__ieq(const char* a, const char* b) {
+  for (;; ++a, ++b) {
+    char ca = *a, cb = *b;
+    if (ca >= 'A' && ca <= 'Z') ca = (char)(ca - 'A' + 'a');
+    if (cb >= 'A' && cb <= 'Z') cb = (char)(cb - 'A' + 'a');
+    if (ca != cb) return 0;
+    if (!ca) return 1;
+  }
+}
+
+/* "SAME"/"VALID" in any case -> enum hk_padding; -1 if unknown. */
+static inline int hk_parse_padding(const char* s) {
+  if (!s) return -1;
+  if (hk__ieq(s, "same")) return HK_PAD_SAME;
+  if (hk__ieq(s, "valid")) return HK_PAD_VALID;
+  return -1;
+}
+
+/* "none"/"relu"/"leaky_relu" in any case -> enum hk_activation; -1 if
+   unknown. */
+static inline int hk_parse_activation(const char* s) {
+  if (!s) return -1;
+  if (hk__ieq(s, "none")) return HK_ACT_NONE;
+  if (hk__ieq(s, "relu")) return HK_ACT_RELU;
+  if (hk__ieq(s, "leaky_relu")) return HK_ACT_LEAKY_RELU;
+  return -1;
+}
+
+/* Geometry and enum rules of a call (no pointers are looked at): known
+   enums; every dimension of x and w >= 1 except the batch B >= 0 (other
+   zero-size inputs are rejected); VALID padding needs H >= kh and W >= kw. A VALID pool of
+   a 1-row/column conv output gives an empty y, which is valid. */
+static inline int hk_batched_conv_check(const hk_batched_conv_params* p,
+                                        char* msg, size_t n) {
+  if (msg && n) msg[0] = '\0';
+  if (!p) return hk__fail(msg, n, "null parameters");
   if (p->padding != HK_PAD_SAME && p->padding != HK_PAD_VALID)
-    return HK_ERR_INVALID_ARGUMENT;
+    return hk__fail(msg, n, "padding must be SAME or VALID (enum %d)",
+                    p->padding);
   if (p->pool_padding != HK_PAD_SAME && p->pool_padding != HK_PAD_VALID)
-    return HK_ERR_INVALID_ARGUMENT;
+    return hk__fail(msg, n, "pool_padding must be SAME or VALID (enum %d)",
+                    p->pool_padding);
   if (p->activation != HK_ACT_NONE && p->activation != HK_ACT_RELU &&
       p->activation != HK_ACT_LEAKY_RELU)
-    return HK_ERR_INVALID_ARGUMENT;
+    return hk__fail(msg, n,
+                    "unknown activation (enum %d); expected none, relu or "
+                    "leaky_relu", p->activation);
+  if (p->K < 1 || p->kh < 1 || p->kw < 1 || p->Cout < 1)
+    return hk__fail(msg, n, "zero-size input: w is [K=%lld, kh=%lld, kw=%lld, Cin, Cout=%lld]",
+                    (long long)p->K, (long long)p->kh, (long long)p->kw,
+                    (long long)p->Cout);
+  /* An empty batch (B = 0) is valid: an empty y, zero dw and dbias (as
+     tf.nn.conv2d accepts it; an empty per-replica batch happens under
+     distribution strategies). */
+  if (p->B < 0 || p->H < 1 || p->W < 1 || p->Cin < 1)
+    return hk__fail(msg, n, "zero-size input: x is [B=%lld, H=%lld, W=%lld, Cin=%lld]",
+                    (long long)p->B, (long long)p->H, (long long)p->W,
+                    (long long)p->Cin);
+  if (p->padding == HK_PAD_VALID && (p->H < p->kh || p->W < p->kw))
+    return hk__fail(msg, n,
+                    "input %lldx%lld is smaller than the filter %lldx%lld with "
+                    "VALID padding",
+                    (long long)p->H, (long long)p->W, (long long)p->kh,
+                    (long long)p->kw);
+  return HK_OK;
+}
+
+/* Fills p's geometry (K, B, H, W, Cin, Cout, kh, kw, shared_input) from the
+   tensor shapes and checks them, then calls hk_batched_conv_check() (p's
+   enums and alpha must be set by the caller). bias_shape NULL: no bias.
+   Checked in this order: w rank 5, x rank 4 or 5, bias rank 2, K, Cin,
+   bias shape, then hk_batched_conv_check(). */
+static inline int hk_batched_conv_shapes(const int64_t* x_shape, int x_rank,
+                                         const int64_t* w_shape, int w_rank,
+                                         const int64_t* bias_shape,
+                                         int bias_rank,
+                                         hk_batched_conv_params* p, char* msg,
+                                         size_t n) {
+  int o;
+  if (msg && n) msg[0] = '\0';
+  if (!p) return hk__fail(msg, n, "null parameters");
+  if (w_rank != 5 || !w_shape)
+    return hk__fail(msg, n, "w must have rank 5 [K, kh, kw, Cin, Cout], got rank %d",
+                    w_rank);
+  if ((x_rank != 4 && x_rank != 5) || !x_shape)
+    return hk__fail(msg, n,
+                    "x must have rank 4 [B, H, W, Cin] (shared) or 5 [K, B, H, "
+                    "W, Cin], got rank %d", x_rank);
+  if (bias_shape && bias_rank != 2)
+    return hk__fail(msg, n, "bias must have rank 2 [K, Cout], got rank %d",
+                    bias_rank);
+  p->shared_input = x_rank == 4;
+  o = p->shared_input ? 0 : 1;
+  p->K = w_shape[0]; p->kh = w_shape[1]; p->kw = w_shape[2];
+  p->Cin = w_shape[3]; p->Cout = w_shape[4];
+  p->B = x_shape[o]; p->H = x_shape[o + 1]; p->W = x_shape[o + 2];
+  if (!p->shared_input && x_shape[0] != p->K)
+    return hk__fail(msg, n,
+                    "K mismatch: x holds %lld networks' inputs but w has %lld "
+                    "filter banks",
+                    (long long)x_shape[0], (long long)p->K);
+  if (x_shape[o + 3] != p->Cin)
+    return hk__fail(msg, n,
+                    "channel mismatch: x has %lld channels but w expects "
+                    "Cin=%lld",
+                    (long long)x_shape[o + 3], (long long)p->Cin);
+  if (bias_shape && (bias_shape[0] != p->K || bias_shape[1] != p->Cout))
+    return hk__fail(msg, n, "bias must have shape [K=%lld, Cout=%lld], got [%lld, %lld]",
+                    (long long)p->K, (long long)p->Cout,
+                    (long long)bias_shape[0], (long long)bias_shape[1]);
+  return hk_batched_conv_check(p, msg, n);
+}
+
+/* Checks the backward's upstream tensors against the forward's output shape
+   [K, B, Ho, Wo, Cout]: dy must have exactly that shape; mask must have it
+   too when hk_mask_needed(p) and y is non-empty; otherwise it may be absent
+   (NULL) or have no elements (e.g. shape [0]); a non-empty mask must always
+   have y's shape. */
+static inline int hk_batched_conv_check_upstream(
+    const hk_batched_conv_params* p, const int64_t* dy_shape, int dy_rank,
+    const int64_t* mask_shape, int mask_rank, char* msg, size_t n) {
+  int64_t ho, wo, want[5];
+  int i, needed, empty = 1;
   hk_conv_output_hw(p, &ho, &wo);
   if (ho < 0) ho = 0;
   if (wo < 0) wo = 0;
-  if (p->K * p->B * ho * wo * p->Cout == 0) return HK_OK; /* nothing to do */
-  if (!p->y || !p->w || (!p->x && p->H * p->W * p->Cin != 0))
-    return HK_ERR_INVALID_ARGUMENT;
+  want[0] = p->K; want[1] = p->B; want[2] = ho; want[3] = wo; want[4] = p->Cout;
+  if (msg && n) msg[0] = '\0';
+  if (!dy_shape || dy_rank != 5)
+    return hk__fail(msg, n, "dy must have rank 5 [K, B, Ho, Wo, Cout] = [%lld, %lld, %lld, %lld, %lld]",
+                    (long long)want[0], (long long)want[1], (long long)ho, (long long)wo, (long long)want[4]);
+  for (i = 0; i < 5; ++i)
+    if (dy_shape[i] != want[i])
+      return hk__fail(msg, n, "dy must have the forward's output shape [%lld, %lld, %lld, %lld, %lld]",
+                      (long long)want[0], (long long)want[1], (long long)ho, (long long)wo, (long long)want[4]);
+  needed = hk_mask_needed(p);
+  if (mask_shape) {
+    empty = 0;
+    for (i = 0; i < mask_rank; ++i) if (mask_shape[i] == 0) empty = 1;
+  }
+  if (empty && (!needed || p->K * p->B * ho * wo * p->Cout == 0)) return HK_OK;
+  if (empty)
+    return hk__fail(msg, n, "mask is required (pool or activation) with the forward's output shape [%lld, %lld, %lld, %lld, %lld]",
+                    (long long)want[0], (long long)want[1], (long long)ho, (long long)wo, (long long)want[4]);
+  if (mask_rank != 5)
+    return hk__fail(msg, n, "mask must have rank 5 [K, B, Ho, Wo, Cout] = [%lld, %lld, %lld, %lld, %lld]",
+                    (long long)want[0], (long long)want[1], (long long)ho, (long long)wo, (long long)want[4]);
+  for (i = 0; i < 5; ++i)
+    if (mask_shape[i] != want[i])
+      return hk__fail(msg, n, "mask must have the forward's output shape [%lld, %lld, %lld, %lld, %lld]",
+                      (long long)want[0], (long long)want[1], (long long)ho, (long long)wo, (long long)want[4]);
+  return HK_OK;
+}
+
+/* Returns HK_OK if the parameters describe a computable forward call:
+   hk_batched_conv_check() plus non-NULL x, w and (non-empty output) y.
+   bias and mask may be NULL. */
+static inline int hk_batched_conv_validate(const hk_batched_conv_params* p) {
+  int64_t ho, wo;
+  if (hk_batched_conv_check(p, NULL, 0) != HK_OK) return HK_ERR_INVALID_ARGUMENT;
+  if ((!p->x && p->B > 0) || !p->w) return HK_ERR_INVALID_ARGUMENT;
+  hk_conv_output_hw(p, &ho, &wo);
+  if (ho > 0 && wo > 0 && !p->y) return HK_ERR_INVALID_ARGUMENT;
   return HK_OK;
 }
 
 /* Multithreaded CPU implementation (kernels/batched_conv_cpu.cc) using its own
    std::thread pool. Returns an hk_status. */
 int hk_batched_conv_cpu(const hk_batched_conv_params* p);
+
+/* Checks a backward call: hk_batched_conv_check(&fwd); dy non-NULL and mask
+   non-NULL when hk_mask_needed(&fwd) (ignored otherwise), unless y is empty; fwd.w non-NULL
+   when dx is requested, fwd.x non-NULL when dw is requested (dbias needs
+   neither). fwd.y, fwd.bias and fwd.mask are not looked at. Shapes of dy and
+   mask are the caller's business (see hk_batched_conv_check_upstream). */
+static inline int hk_batched_conv_grad_check(
+    const hk_batched_conv_grad_params* g, char* msg, size_t n) {
+  int st, nonempty;
+  int64_t ho, wo;
+  if (msg && n) msg[0] = '\0';
+  if (!g) return hk__fail(msg, n, "null parameters");
+  st = hk_batched_conv_check(&g->fwd, msg, n);
+  if (st != HK_OK) return st;
+  hk_conv_output_hw(&g->fwd, &ho, &wo);
+  nonempty = ho > 0 && wo > 0 && g->fwd.K * g->fwd.B * g->fwd.Cout > 0;
+  if (nonempty && !g->dy) return hk__fail(msg, n, "dy is NULL");
+  if (nonempty && hk_mask_needed(&g->fwd) && !g->mask)
+    return hk__fail(msg, n, "mask is NULL but the forward has pool or an activation");
+  if (g->dx && !g->fwd.w)
+    return hk__fail(msg, n, "dx requested but w is NULL");
+  if (g->dw && !g->fwd.x && g->fwd.B > 0)
+    return hk__fail(msg, n, "dw requested but x is NULL");
+  return HK_OK;
+}
+
+static inline int hk_batched_conv_grad_validate(
+    const hk_batched_conv_grad_params* g) {
+  return hk_batched_conv_grad_check(g, NULL, 0);
+}
+
+/* CPU backward (kernels/batched_conv_cpu_grad.cc): dx (if non-NULL) and
+   dw / dbias (if non-NULL). Outputs are fully overwritten (zeros where no
+   gradient flows). Returns an hk_status. */
+int hk_batched_conv_backprop_input_cpu(const hk_batched_conv_grad_params* g);
+int hk_batched_conv_backprop_filter_cpu(const hk_batched_conv_grad_params* g);
 
 #if defined(__CUDACC__) || defined(HK_WITH_CUDA_RUNTIME) || (defined(GOOGLE_CUDA) && GOOGLE_CUDA)
 /* CUDA launcher (kernels/batched_conv.cu). Pointers are device pointers.
@@ -121,6 +361,14 @@ int hk_batched_conv_cpu(const hk_batched_conv_params* p);
    for the shared-memory tile (kh * kw > HK_GPU_MAX_TAPS). */
 cudaError_t hk_batched_conv_cuda(const hk_batched_conv_params* p,
                                  cudaStream_t stream);
+
+/* CUDA backward launchers (kernels/batched_conv.cu): same contract as the
+   CPU functions above (device pointers; dx / dw / dbias fully overwritten),
+   cudaGetLastError() checked after every launch. */
+cudaError_t hk_batched_conv_backprop_input_cuda(
+    const hk_batched_conv_grad_params* g, cudaStream_t stream);
+cudaError_t hk_batched_conv_backprop_filter_cuda(
+    const hk_batched_conv_grad_params* g, cudaStream_t stream);
 #endif
 
 #ifdef __cplusplus
@@ -140,6 +388,12 @@ using ParallelFor = std::function<void(
 /* CPU implementation with a caller-supplied thread pool (TF's pool inside the
    TF op). Returns an hk_status. */
 int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor);
+
+/* CPU backward with a caller-supplied thread pool. */
+int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& g,
+                                const ParallelFor& pfor);
+int BatchedConvBackpropFilterCpu(const hk_batched_conv_grad_params& g,
+                                 const ParallelFor& pfor);
 
 /* The default std::thread-based parallel-for used by hk_batched_conv_cpu. */
 const ParallelFor& DefaultParallelFor();

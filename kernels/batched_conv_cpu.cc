@@ -11,13 +11,18 @@
 //      with a register-blocked micro-kernel (PX pixels x CB channels of
 //      accumulators; the inner loop runs over the kw*Cin taps of a filter row,
 //      which are contiguous in NHWC), then bias + activation + max-pool from a
-//      small row buffer straight into y. The pre-pool activation never leaves
-//      the per-thread row buffer.
+//      small row buffer straight into y (and, when p.mask is set, the
+//      backward's mask byte per output element). The pre-pool activation
+//      never leaves the per-thread row buffer. NaN / Inf / tie semantics are
+//      TensorFlow's (relu = Eigen cwiseMax, MaxPool starts from lowest(),
+//      MaxPoolGrad's argmax: first element, moves on strict <), see
+//      pool_pixel in batched_conv_cpu_impl.inc.
 // The micro-kernel is compiled for AVX-512, AVX2+FMA and baseline SSE2 with
 // `#pragma GCC target` and selected at run time (portable binary, no
 // -march=native).
 #include <algorithm>
 #include <atomic>
+#include <cfloat>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +46,7 @@ struct Geom {
   bool shared_input;
   const float* bias;
   float* y;
+  uint8_t* mask;  // optional (NULL): see hk_batched_conv_params::mask
 };
 
 struct Buffers {
@@ -53,6 +59,10 @@ struct Buffers {
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HK_X86_DISPATCH 1
+#endif
+
+#ifdef HK_X86_DISPATCH
+#include <immintrin.h>
 #endif
 
 #ifdef HK_X86_DISPATCH
@@ -88,6 +98,9 @@ namespace {
 enum class Isa { kBase, kAvx2, kAvx512 };
 
 Isa DetectIsa() {
+#if defined(HK_CPU_FORCE_ISA)  // testing: 0 base, 1 AVX2+FMA, 2 AVX-512
+  return HK_CPU_FORCE_ISA == 0 ? Isa::kBase : HK_CPU_FORCE_ISA == 1 ? Isa::kAvx2 : Isa::kAvx512;
+#endif
 #ifdef HK_X86_DISPATCH
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
@@ -160,6 +173,7 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
   g.shared_input = p.shared_input != 0;
   g.bias = p.bias;
   g.y = p.y;
+  g.mask = p.mask;
 
   const Isa isa = GetIsa();
   const bool wide = UseWidePath(p);

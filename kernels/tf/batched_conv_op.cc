@@ -17,8 +17,8 @@
 #define EIGEN_USE_GPU  // GpuDevice (eigen_device<GpuDevice>().stream())
 #endif
 
-#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -208,11 +208,6 @@ struct Launch<CPUDevice> {
       pool->ParallelFor(n, cost, body);
     };
     int status = HK_OK;
-    if (pass == Pass::kBackpropFilter && g.fwd.B == 0) {  // empty batch: no gradient
-      std::fill_n(g.dw, g.fwd.K * g.fwd.kh * g.fwd.kw * g.fwd.Cin * g.fwd.Cout, 0.f);
-      std::fill_n(g.dbias, g.fwd.K * g.fwd.Cout, 0.f);
-      return absl::OkStatus();
-    }
     switch (pass) {
       case Pass::kForward: status = BatchedConvCpu(g.fwd, pfor); break;
       case Pass::kBackpropInput: status = BatchedConvBackpropInputCpu(g, pfor); break;
@@ -232,16 +227,6 @@ struct Launch<GPUDevice> {
                           const hk_batched_conv_grad_params& g) {
     const cudaStream_t stream = ctx->eigen_device<GPUDevice>().stream();
     cudaError_t err = cudaSuccess;
-    if (pass == Pass::kBackpropFilter && g.fwd.B == 0) {  // empty batch: no gradient
-      err = cudaMemsetAsync(g.dw, 0, sizeof(float) * g.fwd.K * g.fwd.kh * g.fwd.kw *
-                                         g.fwd.Cin * g.fwd.Cout, stream);
-      if (err == cudaSuccess)
-        err = cudaMemsetAsync(g.dbias, 0, sizeof(float) * g.fwd.K * g.fwd.Cout, stream);
-      if (err != cudaSuccess)
-        return errors::Internal("HyperKeras>BatchedConv2D: cudaMemsetAsync failed: ",
-                                cudaGetErrorString(err));
-      return absl::OkStatus();
-    }
     switch (pass) {
       case Pass::kForward: err = hk_batched_conv_cuda(&g.fwd, stream); break;
       case Pass::kBackpropInput:
@@ -273,71 +258,42 @@ class BatchedConvBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pool_padding", &pool_padding));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pool", &pool_));
-    OP_REQUIRES(ctx, padding == "SAME" || padding == "VALID",
-                errors::InvalidArgument("padding must be SAME or VALID, got ", padding));
-    OP_REQUIRES(ctx, pool_padding == "SAME" || pool_padding == "VALID",
-                errors::InvalidArgument("pool_padding must be SAME or VALID, got ",
-                                        pool_padding));
-    padding_ = padding == "SAME" ? HK_PAD_SAME : HK_PAD_VALID;
-    pool_padding_ = pool_padding == "SAME" ? HK_PAD_SAME : HK_PAD_VALID;
-    if (activation == "none") {
-      activation_ = HK_ACT_NONE;
-    } else if (activation == "relu") {
-      activation_ = HK_ACT_RELU;
-    } else if (activation == "leaky_relu") {
-      activation_ = HK_ACT_LEAKY_RELU;
-    } else {
-      OP_REQUIRES(ctx, false,
-                  errors::InvalidArgument("Unknown activation '", activation,
-                                          "'; expected none, relu or leaky_relu"));
-    }
+    padding_ = hk_parse_padding(padding.c_str());
+    pool_padding_ = hk_parse_padding(pool_padding.c_str());
+    activation_ = hk_parse_activation(activation.c_str());
+    OP_REQUIRES(ctx, padding_ >= 0 && pool_padding_ >= 0,
+                errors::InvalidArgument("padding and pool_padding must be SAME or VALID, got ",
+                                        padding, " / ", pool_padding));
+    OP_REQUIRES(ctx, activation_ >= 0,
+                errors::InvalidArgument("Unknown activation '", activation,
+                                        "'; expected none, relu or leaky_relu"));
   }
 
  protected:
-  // Fills the forward geometry from x and w (data pointers of x and w too);
-  // an error names the problem if they do not describe a valid call.
-  absl::Status Geometry(const Tensor& x, const Tensor& w,
+  // Fills the forward geometry from x, w (and bias) and checks it with the
+  // kernels' own rules (hk_batched_conv_shapes in batched_conv.h, shared with
+  // the pybind module); the error names the problem.
+  absl::Status Geometry(const Tensor& x, const Tensor& w, const Tensor* bias,
                         hk_batched_conv_params* p) const {
-    if (w.dims() != 5)
-      return errors::InvalidArgument("w must have rank 5 [K, kh, kw, Cin, Cout], got shape ",
-                                     w.shape().DebugString());
-    if (x.dims() != 4 && x.dims() != 5)
-      return errors::InvalidArgument(
-          "x must have rank 4 [B, H, W, Cin] (shared) or 5 [K, B, H, W, Cin], "
-          "got shape ", x.shape().DebugString());
-    const bool shared = x.dims() == 4;
-    const int o = shared ? 0 : 1;
+    auto dims = [](const Tensor& t) {
+      std::vector<int64_t> d(t.dims());
+      for (int i = 0; i < t.dims(); ++i) d[i] = t.dim_size(i);
+      return d;
+    };
+    const std::vector<int64_t> xs = dims(x), ws = dims(w);
+    const std::vector<int64_t> bs = bias ? dims(*bias) : std::vector<int64_t>();
     *p = hk_batched_conv_params{};
-    p->K = w.dim_size(0);
-    p->kh = w.dim_size(1);
-    p->kw = w.dim_size(2);
-    p->Cin = w.dim_size(3);
-    p->Cout = w.dim_size(4);
-    p->B = x.dim_size(o);
-    p->H = x.dim_size(o + 1);
-    p->W = x.dim_size(o + 2);
-    if (!shared && x.dim_size(0) != p->K)
-      return errors::InvalidArgument("K mismatch: x holds ", x.dim_size(0),
-                                     " networks' inputs but w has ", p->K,
-                                     " filter banks");
-    if (x.dim_size(o + 3) != p->Cin)
-      return errors::InvalidArgument("channel mismatch: x has ", x.dim_size(o + 3),
-                                     " channels but w expects Cin=", p->Cin);
-    // An empty batch (B = 0) is a valid call with an empty result, as for
-    // tf.nn.conv2d; every other zero dimension is rejected.
-    if (w.NumElements() == 0 || p->H == 0 || p->W == 0 || p->Cin == 0)
-      return errors::InvalidArgument("zero-size input: x ", x.shape().DebugString(),
-                                     ", w ", w.shape().DebugString());
-    if (padding_ == HK_PAD_VALID && (p->H < p->kh || p->W < p->kw))
-      return errors::InvalidArgument("input ", p->H, "x", p->W,
-                                     " is smaller than the filter ", p->kh, "x", p->kw,
-                                     " with VALID padding");
     p->padding = padding_;
     p->activation = activation_;
     p->alpha = alpha_;
     p->pool = pool_ ? 1 : 0;
     p->pool_padding = pool_padding_;
-    p->shared_input = shared ? 1 : 0;
+    char msg[256];
+    if (hk_batched_conv_shapes(xs.data(), x.dims(), ws.data(), w.dims(),
+                               bias ? bs.data() : nullptr, bias ? bias->dims() : 0,
+                               p, msg, sizeof(msg)) != HK_OK)
+      return errors::InvalidArgument(msg, " (x ", x.shape().DebugString(), ", w ",
+                                     w.shape().DebugString(), ")");
     p->x = x.flat<float>().data();
     p->w = w.flat<float>().data();
     return absl::OkStatus();
@@ -370,11 +326,7 @@ class BatchedConvOp : public BatchedConvBase {
     const Tensor& w = ctx->input(1);
     const Tensor& bias = ctx->input(2);
     hk_batched_conv_grad_params g = {};
-    OP_REQUIRES_OK(ctx, Geometry(x, w, &g.fwd));
-    OP_REQUIRES(ctx, bias.dims() == 2 && bias.dim_size(0) == g.fwd.K &&
-                         bias.dim_size(1) == g.fwd.Cout,
-                errors::InvalidArgument("bias must have shape [K=", g.fwd.K, ", Cout=",
-                                        g.fwd.Cout, "], got ", bias.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, Geometry(x, w, &bias, &g.fwd));
     Tensor *y = nullptr, *mask = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, OutputShape(g.fwd), &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, MaskShape(g.fwd), &mask));
@@ -399,16 +351,16 @@ class BatchedConvGradOp : public BatchedConvBase {
     const Tensor& dy = ctx->input(2);
     const Tensor& mask = ctx->input(3);
     hk_batched_conv_grad_params g = {};
-    OP_REQUIRES_OK(ctx, Geometry(x, w, &g.fwd));
-    const TensorShape yshape = OutputShape(g.fwd), mshape = MaskShape(g.fwd);
-    OP_REQUIRES(ctx, dy.shape() == yshape,
-                errors::InvalidArgument("dy must have the forward output's shape ",
-                                        yshape.DebugString(), ", got ",
-                                        dy.shape().DebugString()));
-    OP_REQUIRES(ctx, mask.shape() == mshape,
-                errors::InvalidArgument("mask must have shape ", mshape.DebugString(),
-                                        " (the forward's mask output), got ",
-                                        mask.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, Geometry(x, w, nullptr, &g.fwd));
+    std::vector<int64_t> ds(dy.dims()), ms(mask.dims());
+    for (int i = 0; i < dy.dims(); ++i) ds[i] = dy.dim_size(i);
+    for (int i = 0; i < mask.dims(); ++i) ms[i] = mask.dim_size(i);
+    char msg[256];
+    OP_REQUIRES(ctx,
+                hk_batched_conv_check_upstream(&g.fwd, ds.data(), dy.dims(), ms.data(),
+                                               mask.dims(), msg, sizeof(msg)) == HK_OK,
+                errors::InvalidArgument(msg, " (dy ", dy.shape().DebugString(),
+                                        ", mask ", mask.shape().DebugString(), ")"));
     g.dy = dy.flat<float>().data();
     g.mask = mask.NumElements() ? mask.flat<uint8_t>().data() : nullptr;
     if (kPass == Pass::kBackpropInput) {
