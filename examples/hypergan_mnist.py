@@ -50,12 +50,12 @@ def main(argv):
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, "test")
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
-                        code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks)
+                        code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
+                        beta=FLAGS.beta)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  discriminator_optimizer=keras.optimizers.Adam(FLAGS.d_learning_rate),
-                  beta=FLAGS.beta)
+                  discriminator_optimizer=keras.optimizers.Adam(FLAGS.d_learning_rate))
     epochs = 10
     start = time.time()
     model.fit(train, steps_per_epoch=max(1, FLAGS.steps // epochs), epochs=epochs,

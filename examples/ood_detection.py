@@ -45,7 +45,7 @@ from hyperkeras import baselines
 from hyperkeras import datasets
 from hyperkeras import evaluation as ev
 from hyperkeras import plots
-from hyperkeras.models._base import adam_with_decay
+from hyperkeras.models import adam_with_decay
 
 METHODS = ("hypergan", "gauge_entropy", "deep_ensemble", "mc_dropout")
 
@@ -142,9 +142,9 @@ def build_method(name, input_shape, num_classes, seed=0):
     preset = FLAGS.target or ("deutsch_mnist" if name == "gauge_entropy" else "hypergan_mnist")
     if name == "hypergan":
         model = hk.HyperGAN(with_classes(preset, input_shape, num_classes),
-                            noise_dim=256, code_dim=128, networks_per_step=16)
+                            noise_dim=256, code_dim=128, networks_per_step=16, beta=1.0)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      discriminator_optimizer=keras.optimizers.Adam(1e-4), beta=1.0)
+                      discriminator_optimizer=keras.optimizers.Adam(1e-4))
         return model, 32
     if name == "gauge_entropy":
         cls = getattr(hk, "GaugeEntropyHyperNetwork", None)

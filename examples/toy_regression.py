@@ -53,10 +53,10 @@ def main(argv):
     model = hk.HyperGAN(hk.targets.regression_1d(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, mixer_units=(u,),
                         generator_units=(u, u), discriminator_units=(u, u),
-                        task="regression", networks_per_step=FLAGS.networks)
+                        task="regression", networks_per_step=FLAGS.networks,
+                        beta=FLAGS.beta)
     model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
-                  discriminator_optimizer=keras.optimizers.Adam(FLAGS.d_learning_rate),
-                  beta=FLAGS.beta)
+                  discriminator_optimizer=keras.optimizers.Adam(FLAGS.d_learning_rate))
     start = time.time()
     epochs = 10
     hist = model.fit(x, y, batch_size=len(x), epochs=epochs * max(

@@ -7,16 +7,12 @@ import numpy as np
 import tensorflow as tf
 
 from hyperkeras import targets as targets_lib
-from hyperkeras.baselines._common import MemberPredictionMixin
-from hyperkeras.baselines._common import check_positive_int
-from hyperkeras.models._base import InputCheckMixin
-from hyperkeras.models._base import num_examples
-from hyperkeras.models._base import reject_loss_and_metrics
-from hyperkeras.models._base import step_logs
+from hyperkeras._members import OwnObjectiveModel
+from hyperkeras._utils import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
-class DeepEnsemble(MemberPredictionMixin, InputCheckMixin, keras.Model):
+class DeepEnsemble(OwnObjectiveModel):
     """``n_members`` networks of the target architecture trained side by side.
 
     One Keras model holds every member's weights stacked along a leading
@@ -29,15 +25,19 @@ class DeepEnsemble(MemberPredictionMixin, InputCheckMixin, keras.Model):
     ``member_logits(x, n=None, seed=None)``: without a seed the first ``n``
     members (default all); with a seed a seeded random choice of ``n``
     distinct members. A finite ensemble cannot draw new members.
+
+    Reports ``loss`` (the members' mean cross-entropy), ``accuracy`` and
+    ``disagreement`` (with two members or more; see
+    :class:`~hyperkeras._members.OwnObjectiveModel`).
     """
+
+    task_loss_name = "loss"
 
     def __init__(self, target, n_members=10, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         self.n_members = check_positive_int("n_members", n_members)
         self.init_seed = seed
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.acc_tracker = keras.metrics.Mean(name="accuracy")
         rng = np.random.default_rng(seed)
         self.kernels, self.biases = [], []
         for info in self.target.layers:
@@ -74,53 +74,21 @@ class DeepEnsemble(MemberPredictionMixin, InputCheckMixin, keras.Model):
         return [(tf.gather(k, idx), tf.gather(b, idx))
                 for k, b in zip(self.kernels, self.biases)]
 
-    def call(self, x, training=False):
-        """Ensemble mean probabilities ``[B, classes]``."""
-        x = self.target.ensure_batch_input(x)
-        return tf.reduce_mean(tf.nn.softmax(self.member_logits(x), -1), 0)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.target.output_dim)
+    @property
+    def networks_per_step(self):
+        return self.n_members
 
     def compile(self, optimizer="adam", **kwargs):
         """Only the optimizer (and Keras options): no ``loss`` or ``metrics``."""
-        kwargs = reject_loss_and_metrics(
-            self, kwargs, "the sum of the members' softmax cross-entropies")
-        kwargs.setdefault("jit_compile", False)
-        super().compile(optimizer=optimizer, **kwargs)
+        self.compile_own_objective(optimizer, kwargs,
+                                   "the sum of the members' softmax cross-entropies")
 
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.acc_tracker]
+    def training_members(self):
+        return self.sample(), None
 
-    def _member_losses(self, x, y):
-        logits = self.member_logits(x)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        yk = tf.broadcast_to(y[None], tf.shape(logits)[:2])
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yk, logits=logits)
-        loss = tf.reduce_sum(tf.reduce_mean(ce, 1))
-        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                              yk), tf.float32))
-        return loss, acc
-
-    def train_step(self, data):
-        x, y = data[0], data[1]
-        with tf.GradientTape() as tape:
-            loss, acc = self._member_losses(x, y)
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self._update_metrics(loss, acc, num_examples(x))
-        return step_logs(self.metrics)
-
-    def test_step(self, data):
-        loss, acc = self._member_losses(data[0], data[1])
-        self._update_metrics(loss, acc, num_examples(data[0]))
-        return step_logs(self.metrics)
-
-    def _update_metrics(self, loss, acc, weight):
-        # weighted by the batch's examples: epoch values are means over examples
-        self.loss_tracker.update_state(loss / self.n_members, sample_weight=weight)
-        self.acc_tracker.update_state(acc, sample_weight=weight)
+    def objective(self, task_loss, state):
+        # the sum of the members' mean cross-entropies
+        return task_loss * self.n_members, {}
 
     def member_model(self, index):
         """An ordinary ``keras.Sequential`` holding member ``index``."""

@@ -5,15 +5,14 @@ import numpy as np
 import tensorflow as tf
 
 from hyperkeras import targets as targets_lib
-from hyperkeras.baselines._common import MemberPredictionMixin
-from hyperkeras.baselines._common import check_positive_int
-from hyperkeras.models._base import InputCheckMixin
-from hyperkeras.models._base import reject_loss_and_metrics
-from hyperkeras.models._base import stateless_noise
+from hyperkeras._members import MemberModel
+from hyperkeras._utils import check_positive_int
+from hyperkeras._utils import reject_loss_and_metrics
+from hyperkeras._utils import stateless_noise
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
-class MCDropout(MemberPredictionMixin, InputCheckMixin, keras.Model):
+class MCDropout(MemberModel):
     """The target architecture with dropout on the input of every layer but the first.
 
     Dropout of rate ``rate`` is applied to the output of every hidden layer
@@ -66,15 +65,8 @@ class MCDropout(MemberPredictionMixin, InputCheckMixin, keras.Model):
         self.net.build((None, *self.target.input_shape))
         self.built = True
 
-    @property
-    def n_members(self):
-        return None  # unlimited
-
     def call(self, x, training=False):
         return self.net(self.target.ensure_batch_input(x), training=training)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.target.output_dim)
 
     def compile(self, optimizer="adam", **kwargs):
         """Only the optimizer (and Keras options): no ``loss`` or ``metrics``.

@@ -12,8 +12,8 @@ so a sampled network never depends on the others drawn with it.
 import keras
 import tensorflow as tf
 
-from hyperkeras.models._base import check_units
-from hyperkeras.models._base import mlp
+from hyperkeras._utils import check_units
+from hyperkeras._utils import mlp
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")

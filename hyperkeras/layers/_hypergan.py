@@ -1,10 +1,12 @@
 """HyperGAN's layers: mixer Q, per-layer generators, latent discriminator."""
 
+import math
+
 import keras
 import tensorflow as tf
 
-from hyperkeras.models._base import check_units
-from hyperkeras.models._base import mlp
+from hyperkeras._utils import check_units
+from hyperkeras._utils import mlp
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
@@ -58,9 +60,7 @@ class LayerGenerator(keras.layers.Layer):
         self.bias_shape = tuple(int(d) for d in bias_shape)
         self.hidden_units = check_units("hidden_units", hidden_units)
         self.activation = activation
-        self.kernel_size = 1
-        for d in self.kernel_shape:
-            self.kernel_size *= d
+        self.kernel_size = math.prod(self.kernel_shape)
         self.bias_size = self.bias_shape[0]
         fan_in = self.kernel_size // self.kernel_shape[-1]
         self.scale = fan_in ** -0.5

@@ -59,7 +59,12 @@ def gauge_fix(target, params):
       ``sqrt(n / 1e-12)`` instead of being put on the gauge, and no gradient
       flows through its (floored) norm.
     """
-    filters = [tf.convert_to_tensor(f) for f in target.to_filters(params)]
+    return target.from_filters(fix_filters(target, target.to_filters(params)))
+
+
+def fix_filters(target, filters):
+    """:func:`gauge_fix` of per-layer filter views (``target.to_filters``)."""
+    filters = [tf.convert_to_tensor(f) for f in filters]
     layers = target.layers
     out = []
     carry = None  # [K, fan_in] multipliers from the previous layer's scaling
@@ -80,7 +85,7 @@ def gauge_fix(target, params):
             bias = bias - tf.reduce_mean(bias, -1, keepdims=True)
             f = tf.concat([f[:, :, :-1], bias[:, :, None]], -1)
         out.append(f)
-    return target.from_filters(out)
+    return out
 
 
 def gauge_penalty(target, params):
@@ -89,7 +94,11 @@ def gauge_penalty(target, params):
     ``sum_{l<m, i} (sum_k theta_{l,i}[k]^2 - n_{l,i})^2 + (sum_i theta_{m,i}[bias])^2``;
     zero exactly on gauge-fixed networks.
     """
-    filters = target.to_filters(params)
+    return filter_penalty(target, target.to_filters(params))
+
+
+def filter_penalty(target, filters):
+    """:func:`gauge_penalty` of per-layer filter views (``target.to_filters``)."""
     total = 0.0
     for info, f in zip(target.layers[:-1], filters[:-1]):
         sq = tf.reduce_sum(tf.square(f), -1)

@@ -1,11 +1,10 @@
-"""Hypernetwork models."""
+"""Hypernetwork models, and ``adam_with_decay`` (the gauge model's optimizer)."""
 
+from hyperkeras._utils import adam_with_decay
+from hyperkeras.layers import NoiseSource
 from hyperkeras.models._base import HyperModel
-from hyperkeras.models._base import NoiseSource
+from hyperkeras.models._gauge_entropy import GaugeEntropyHyperNetwork
 from hyperkeras.models._hypergan import HyperGAN
 
-__all__ = ["HyperModel", "HyperGAN", "NoiseSource"]
-
-from hyperkeras.models._gauge_entropy import GaugeEntropyHyperNetwork  # noqa: E402
-
-__all__ += ["GaugeEntropyHyperNetwork"]
+__all__ = ["HyperModel", "HyperGAN", "GaugeEntropyHyperNetwork", "NoiseSource",
+           "adam_with_decay"]

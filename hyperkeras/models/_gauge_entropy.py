@@ -12,18 +12,19 @@ with H the Kozachenko-Leonenko entropy estimate over the K networks of a step
 (:mod:`hyperkeras.losses`).
 """
 
+import math
+
 import keras
 import tensorflow as tf
 
 from hyperkeras import losses
-from hyperkeras.layers._gauge_entropy import Extractor
-from hyperkeras.layers._gauge_entropy import FilterGenerator
+from hyperkeras._utils import adam_with_decay
+from hyperkeras._utils import check_weight
+from hyperkeras.layers import Extractor
+from hyperkeras.layers import FilterGenerator
+from hyperkeras.losses._gauge import filter_penalty
+from hyperkeras.losses._gauge import fix_filters
 from hyperkeras.models._base import HyperModel
-from hyperkeras.models._base import adam_with_decay
-from hyperkeras.models._base import fan_in_scale
-from hyperkeras.models._base import num_examples
-from hyperkeras.models._base import reject_loss_and_metrics
-from hyperkeras.models._base import step_logs
 
 GAUGES = ("transform", "penalty", "none")
 
@@ -31,15 +32,11 @@ GAUGES = ("transform", "penalty", "none")
 TABLE2_GENERATOR_UNITS = ((40, 40), (100, 100), (100, 100), (60, 60))
 
 
-def _default_generator_units(num_layers):
-    if num_layers == len(TABLE2_GENERATOR_UNITS):
-        return TABLE2_GENERATOR_UNITS
-    return ((100, 100),) * (num_layers - 1) + ((60, 60),)
-
-
 def _normalise_generator_units(units, num_layers):
+    if units is None and num_layers == len(TABLE2_GENERATOR_UNITS):
+        return TABLE2_GENERATOR_UNITS
     if units is None:
-        return _default_generator_units(num_layers)
+        return ((100, 100),) * (num_layers - 1) + ((60, 60),)
     units = list(units)
     if units and all(isinstance(u, (int,)) and not isinstance(u, bool) for u in units):
         units = [tuple(units)] * num_layers  # one hidden-size tuple for every layer
@@ -89,11 +86,13 @@ class GaugeEntropyHyperNetwork(HyperModel):
     * H - gamma * G) / lambda_`` (the same minimiser, gradients of the size of
     a cross-entropy). Reported metrics: ``loss`` (that scaled objective),
     ``task_loss`` and ``accuracy`` (mean over the step's networks), ``entropy``
-    (H in nats, unscaled) and ``gauge_penalty`` (mean G of the raw generated
-    networks, unscaled, whatever the gauge mode).
+    (H in nats, unscaled), ``gauge_penalty`` (mean G of the raw generated
+    networks, unscaled, whatever the gauge mode) and, with
+    ``batch_mode="shared"``, ``disagreement`` (see :class:`HyperModel`).
     """
 
     noise_distribution = "uniform"
+    objective_metric_names = ("loss", "entropy", "gauge_penalty")
 
     def __init__(self, target="deutsch_mnist", noise_dim=300, code_dim=15,
                  extractor_units=(300, 300), generator_units=None, alpha=0.05,
@@ -108,28 +107,20 @@ class GaugeEntropyHyperNetwork(HyperModel):
             raise ValueError(f"code_dim must be >= 1, got {code_dim!r}")
         if gauge not in GAUGES:
             raise ValueError(f"gauge must be one of {GAUGES}, got {gauge!r}")
-        if not lambda_ > 0:
-            raise ValueError(f"lambda_ must be > 0, got {lambda_!r}")
-        if not entropy_weight >= 0:
-            raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight!r}")
-        if not gamma >= 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+        self.gauge = gauge
+        self.lambda_ = check_weight("lambda_", lambda_, strict=True)
+        self.entropy_weight = check_weight("entropy_weight", entropy_weight)
+        self.gamma = check_weight("gamma", gamma)
+        self.init_gain = check_weight("init_gain", init_gain, strict=True)
         layers = self.target.layers
         if sum(info.filters for info in layers) < 1:
             raise ValueError(f"target {self.target.name!r} has no filters to generate")
-        self._noise_dim = int(noise_dim)
+        self.noise_dim = int(noise_dim)
         self.code_dim = int(code_dim)
         self.extractor_units = tuple(int(u) for u in extractor_units)
         self.generator_units = _normalise_generator_units(generator_units, len(layers))
         self.alpha = float(alpha)
         self.use_bias = bool(use_bias)
-        if not init_gain > 0:
-            raise ValueError(f"init_gain must be > 0, got {init_gain!r}")
-        self.init_gain = float(init_gain)
-        self.gauge = gauge
-        self.gamma = float(gamma)
-        self.lambda_ = float(lambda_)
-        self.entropy_weight = float(entropy_weight)
         # One code per filter of layers 1..m-1, one for the whole last layer.
         self.codes_per_layer = [info.filters for info in layers[:-1]] + [1]
         self.extractor = Extractor(sum(self.codes_per_layer), self.code_dim,
@@ -138,29 +129,28 @@ class GaugeEntropyHyperNetwork(HyperModel):
         self.filter_generators = [
             FilterGenerator(info.filter_size,
                             info.filters if l == len(layers) - 1 else 1,
-                            units, self.alpha, self.init_gain * fan_in_scale(info),
+                            units, self.alpha, self.init_gain / math.sqrt(info.fan_in),
                             self.use_bias,
                             name=f"generator_{info.name}")
             for l, (info, units) in enumerate(zip(layers, self.generator_units))]
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.entropy_tracker = keras.metrics.Mean(name="entropy")
-        self.gauge_tracker = keras.metrics.Mean(name="gauge_penalty")
-
-    @property
-    def noise_dim(self):
-        return self._noise_dim
 
     # -------------------------------------------------------------- generation
     def codes(self, noise):
-        """Per-layer codes: list of ``[K, codes_l, code_dim]``."""
-        return tf.split(self.extractor(noise), self.codes_per_layer, axis=1)
+        """The extractor's ``[K, num_codes, code_dim]`` codes: one per filter of
+        layers 1..m-1 (in layer order), then one for the whole last layer."""
+        return self.extractor(noise)
+
+    def filters_from_codes(self, codes):
+        """Per-layer filter views ``[K, filters, filter_size]`` (weights then bias)."""
+        per_layer = tf.split(codes, self.codes_per_layer, axis=1)
+        return [gen(c) for gen, c in zip(self.filter_generators, per_layer)]
 
     def generate_filters(self, noise):
-        """Per-layer filter views ``[K, filters, filter_size]`` (weights then bias)."""
-        return [gen(c) for gen, c in zip(self.filter_generators, self.codes(noise))]
+        """:meth:`filters_from_codes` of ``codes(noise)``."""
+        return self.filters_from_codes(self.codes(noise))
 
-    def generate(self, noise, training=False):
-        return self.target.from_filters(self.generate_filters(noise))
+    def generate_from_codes(self, codes):
+        return self.target.from_filters(self.filters_from_codes(codes))
 
     def gauge_fix(self, params):
         """S(params): the same networks in the gauge (see :func:`hyperkeras.losses.gauge_fix`)."""
@@ -182,47 +172,34 @@ class GaugeEntropyHyperNetwork(HyperModel):
         """Default optimizer: Adam 3e-4 decaying x0.99998 per step (the paper's)."""
         if optimizer is None:
             optimizer = adam_with_decay(3e-4, 0.99998)
-        kwargs = reject_loss_and_metrics(
-            self, kwargs, "lambda * task loss - entropy (+ gamma * gauge penalty)")
-        kwargs.setdefault("jit_compile", False)
-        super().compile(optimizer=optimizer, **kwargs)
+        self.compile_own_objective(
+            optimizer, kwargs, "lambda * task loss - entropy (+ gamma * gauge penalty)")
         self.build()
         self.optimizer.build(self.trainable_variables)
 
-    @property
-    def metrics(self):
-        return [self.loss_tracker] + self.task_metrics() + [
-            self.entropy_tracker, self.gauge_tracker]
+    def training_members(self):
+        """The step's networks; the state is their filter views.
 
-    def train_step(self, data):
-        x, y = data[0], data[1]
-        weight = num_examples(x)
-        x, y = self.split_batch(x, y)
-        k = self.networks_per_step
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        z = self.noise_source.uniform([k, self.noise_dim], -1.0, 1.0)
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            params = self.generate(z, training=True)
-            outputs = self.target.forward(params, x)
-            task_loss, acc = self.task_loss(outputs, y)
-            penalty = tf.reduce_mean(losses.gauge_penalty(self.target, params))
-            ent_params = self.gauge_fix(params) if self.gauge == "transform" else params
-            flat = self.target.flatten(ent_params)
-            if self.entropy_weight == 0:
-                flat = tf.stop_gradient(flat)
-            entropy = losses.kl_entropy(flat, dim=self.noise_dim)
-            total = task_loss - self.entropy_weight * entropy / self.lambda_
-            if self.gauge == "penalty":
-                total += self.gamma * penalty / self.lambda_
-            scaled = total / replicas
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        self.loss_tracker.update_state(total)
-        self.update_task_metrics(task_loss, acc, weight)
-        self.entropy_tracker.update_state(entropy)
-        self.gauge_tracker.update_state(penalty)
-        return step_logs(self.metrics)
+        The gauge terms and the entropy are computed on the filter views (the
+        entropy only depends on distances, not on the order of coordinates),
+        so the step converts layouts once, for the forward pass.
+        """
+        filters = self.generate_filters(self.training_noise())
+        return self.target.from_filters(filters), filters
+
+    def objective(self, task_loss, filters):
+        penalty = tf.reduce_mean(filter_penalty(self.target, filters))
+        if self.gauge == "transform":
+            filters = fix_filters(self.target, filters)
+        k = tf.shape(filters[0])[0]
+        flat = tf.concat([tf.reshape(f, [k, -1]) for f in filters], 1)
+        if self.entropy_weight == 0:
+            flat = tf.stop_gradient(flat)
+        entropy = losses.kl_entropy(flat, dim=self.noise_dim)
+        total = task_loss - self.entropy_weight * entropy / self.lambda_
+        if self.gauge == "penalty":
+            total += self.gamma * penalty / self.lambda_
+        return total, {"loss": total, "entropy": entropy, "gauge_penalty": penalty}
 
     def get_config(self):
         return {**super().get_config(), "noise_dim": self.noise_dim,

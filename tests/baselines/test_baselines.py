@@ -69,6 +69,43 @@ def test_deep_ensemble_members_differ_and_export(trained):
         ens.member_logits(x[:2], n=5)
 
 
+def test_mc_dropout_member_is_the_keras_network_with_that_mask(trained):
+    """A member at rate > 0 is the Keras dropout network with its mask fixed."""
+    from hyperkeras._utils import stateless_noise
+
+    _, mcd, _, _, x, _ = trained
+    n, seed, keep = 3, 7, 1.0 - mcd.rate
+    channels = [info.input_shape[-1] for info in TARGET.layers[1:]]
+    masks = (stateless_noise(n, sum(channels), seed, "uniform", 0.0, 1.0).numpy()
+             < keep) / keep
+    masks = np.split(masks, np.cumsum(channels)[:-1], axis=1)
+    members = mcd.member_logits(x[:6], n=n, seed=seed).numpy()
+    assert 0 < np.mean(np.concatenate(masks, 1) == 0) < 1      # some units dropped
+    for i in range(n):
+        h, used = tf.constant(x[:6]), 0
+        for layer in mcd.net.layers:
+            if isinstance(layer, (tf.keras.layers.Dropout, tf.keras.layers.SpatialDropout2D)):
+                h = h * masks[used][i]             # per channel, same for every example
+                used += 1
+            else:
+                h = layer(h)
+        assert used == len(channels)
+        np.testing.assert_allclose(members[i], h.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_deep_ensemble_reports_disagreement_of_its_members():
+    ens = DeepEnsemble(SMALL, 3, seed=4)
+    ens.compile("adam")
+    x, y = data(12, seed=6)
+    logits = ens.member_logits(x).numpy()
+    hist = ens.fit(x, y, batch_size=12, epochs=1, verbose=0).history
+    pred = np.argmax(logits, -1)
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    expected = np.mean([np.mean([pred[i, b] != pred[j, b] for i, j in pairs])
+                        for b in range(len(x))])
+    np.testing.assert_allclose(hist["disagreement"][0], expected, rtol=1e-6)
+
+
 def test_mc_dropout_samples_are_thinned_networks(trained):
     _, mcd, _, _, x, _ = trained
     no_drop = MCDropout(TARGET, rate=0.0, samples=3)

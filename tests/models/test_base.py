@@ -1,7 +1,6 @@
 """What both model families share (HyperModel): training noise as model state,
 compile contract, example-weighted evaluation, empty batches, input checks."""
 
-import os
 import zlib
 
 import keras
@@ -166,3 +165,55 @@ def test_predict_members_bad_batch_size(family, bad):
     m = make(family)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         m.predict_members(data(4)[0], n=2, batch_size=bad)
+
+
+# ------------------------------------------------------------- disagreement
+
+
+def pairwise_disagreement(logits):
+    """Direct loop: fraction of ordered pairs (i != j) of networks that predict
+    different classes, averaged over examples."""
+    pred = np.argmax(logits, -1)                       # [K, B]
+    k = len(pred)
+    pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
+    return np.mean([np.mean([pred[i, b] != pred[j, b] for i, j in pairs])
+                    for b in range(pred.shape[1])])
+
+
+@pytest.mark.parametrize("k", [2, 3, 7])
+def test_disagreement_matches_a_pairwise_loop(k):
+    from hyperkeras._members import disagreement
+
+    rng = np.random.default_rng(seed_of(f"disagreement{k}"))
+    logits = rng.normal(size=(k, 50, 4)).astype("float32")
+    logits[:, :10] = logits[:1, :10]                   # some examples: full agreement
+    np.testing.assert_allclose(disagreement(tf.constant(logits)).numpy(),
+                               pairwise_disagreement(logits), rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_step_reports_disagreement_of_the_steps_networks(family):
+    keras.utils.set_random_seed(seed_of(f"train_disagreement_{family}"))
+    m = compiled(family, seed=3)
+    x, y = data(12, seed=2)
+    state = m.noise_source.state.numpy()
+    noise = m.training_noise()                         # the first step's noise
+    m.noise_source.state.assign(state)
+    logits = m.target.forward(m.generate(noise), tf.constant(x)).numpy()
+    hist = m.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(hist["disagreement"][0], pairwise_disagreement(logits),
+                               rtol=1e-6)
+    assert "disagreement" not in m.evaluate(x, y, verbose=0, return_dict=True)
+
+
+@pytest.mark.parametrize("family, kw", [("gauge_entropy", {"batch_mode": "split"}),
+                                        ("hypergan", {"batch_mode": "split"}),
+                                        ("hypergan", {"networks_per_step": 1})])
+def test_no_disagreement_for_split_batches_or_one_network(family, kw):
+    m = make(family, seed=1)
+    for key, value in kw.items():
+        setattr(m, key, value)
+    m.compile(keras.optimizers.Adam(1e-2))
+    x, y = data(12)
+    hist = m.fit(x, y, batch_size=6, epochs=1, verbose=0).history
+    assert "disagreement" not in hist and "task_loss" in hist

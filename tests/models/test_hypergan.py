@@ -78,20 +78,29 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="shape"):
         m.member_logits(np.zeros((2, 7, 8, 1), "float32"))
     with pytest.raises(ValueError, match="beta"):
+        tiny_model(beta=-1.0)
+
+
+def test_compile_beta_is_a_deprecated_alias():
+    m = tiny_model()
+    with pytest.warns(DeprecationWarning, match="constructor"):
+        m.compile(beta=0.5)
+    assert m.beta == 0.5
+    with pytest.raises(ValueError, match="beta"), pytest.warns(DeprecationWarning):
         m.compile(beta=-1.0)
 
 
 def test_fit_trains_generators_and_discriminator():
-    m = tiny_model()
-    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3), beta=0.5)
+    m = tiny_model(beta=0.5)
+    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
     x, y = tiny_data(64)
-    gen_before = [v.numpy().copy() for v in m.generator_variables()]
+    gen_before = [v.numpy().copy() for v in m.trained_variables()]
     d_before = [v.numpy().copy() for v in m.discriminator.trainable_variables]
     hist = m.fit(x, y, batch_size=16, epochs=3, verbose=0).history
     assert set(hist) >= {"task_loss", "accuracy", "d_loss", "g_adv_loss"}
     assert all(np.isfinite(v).all() for v in hist.values())
     assert hist["task_loss"][-1] < hist["task_loss"][0]
-    assert any(not np.allclose(a, v) for a, v in zip(gen_before, m.generator_variables()))
+    assert any(not np.allclose(a, v) for a, v in zip(gen_before, m.trained_variables()))
     assert any(not np.allclose(a, v) for a, v in
                zip(d_before, m.discriminator.trainable_variables))
     res = m.evaluate(x, y, verbose=0, return_dict=True)
@@ -113,8 +122,8 @@ def test_regression_task():
     target = hk.targets.regression_1d()
     m = hk.HyperGAN(target, task="regression", noise_dim=8, code_dim=8,
                     mixer_units=(16,), generator_units=(32,), discriminator_units=(16,),
-                    networks_per_step=4)
-    m.compile(keras.optimizers.Adam(3e-3), keras.optimizers.Adam(1e-3), beta=0.1)
+                    networks_per_step=4, beta=0.1)
+    m.compile(keras.optimizers.Adam(3e-3), keras.optimizers.Adam(1e-3))
     x = np.linspace(-1, 1, 64).astype("float32")[:, None]
     y = (2 * x[:, 0]).astype("float32")
     hist = m.fit(x, y, batch_size=32, epochs=30, verbose=0).history
@@ -198,8 +207,8 @@ def test_fit_under_mirrored_strategy(tmp_path):
 
 
 def test_compile_config_survives_saving(tmp_path):
-    m = tiny_model()
-    m.compile(keras.optimizers.Adam(2e-3), keras.optimizers.SGD(1e-3), beta=0.25)
+    m = tiny_model(beta=0.25)
+    m.compile(keras.optimizers.Adam(2e-3), keras.optimizers.SGD(1e-3))
     x, y = tiny_data(16)
     m.fit(x, y, batch_size=16, epochs=1, verbose=0)
     path = str(tmp_path / "m.keras")

@@ -1,0 +1,271 @@
+"""What hypernetworks and baselines share: the member-prediction protocol
+(:class:`MemberModel`) and the one training step of models with their own
+objective (:class:`OwnObjectiveModel`: the hypernetworks, ``DeepEnsemble``).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from hyperkeras._utils import check_positive_int
+from hyperkeras._utils import num_examples
+from hyperkeras._utils import num_replicas
+from hyperkeras._utils import reject_loss_and_metrics
+from hyperkeras._utils import step_logs
+
+TASKS = ("classification", "regression")
+
+
+def _first_leaf_shape(x):
+    """Static shape of the inputs in ``x`` (array, tensor, dataset), or None."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        while isinstance(spec, (tuple, list)) and spec:
+            spec = spec[0]
+        return getattr(spec, "shape", None)
+    return None if isinstance(x, (tuple, list, dict)) else getattr(x, "shape", None)
+
+
+def disagreement(outputs):
+    """Mean over examples of ``1 - sum_c n_c (n_c - 1) / (K (K - 1))``, the
+    fraction of pairs of the K >= 2 networks that predict different classes
+    (``n_c`` of them predict c), from ``[K, B, classes]`` logits; in-graph
+    twin of :func:`hyperkeras.evaluation.disagreement`."""
+    k = tf.cast(tf.shape(outputs)[0], tf.float32)
+    pred = tf.one_hot(tf.argmax(outputs, -1), tf.shape(outputs)[-1])   # [K, B, C]
+    counts = tf.reduce_sum(pred, 0)                                      # [B, C]
+    agree = tf.reduce_sum(counts * (counts - 1.0), -1) / (k * (k - 1.0))
+    return 1.0 - tf.reduce_mean(agree)
+
+
+class MemberModel(keras.Model):
+    """A Keras model that predicts with member networks of its ``target``.
+
+    Subclasses set ``self.target`` and define ``sample(n, seed)`` (a list of
+    ``(kernel [n, ...], bias [n, ...])``); they may set ``task`` and override
+    :meth:`member_params` (the members used by default) and ``call``.
+    """
+
+    task = "classification"
+
+    # ------------------------------------------------- input checks (eager)
+    def _check_keras_input(self, x):
+        # Keras traces with relaxed shapes after the first call: a wrongly
+        # shaped later input would fail deep in the graph without this check.
+        shape = _first_leaf_shape(x)
+        if shape is None or (isinstance(shape, tf.TensorShape) and shape.rank is None):
+            return
+        self.target.check_batch_shape(shape)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_keras_input(x)
+        return super().predict(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_keras_input(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_keras_input(x)
+        return super().fit(x, *args, **kwargs)
+
+    # ------------------------------------------------------------- members
+    def member_params(self, n=None, seed=None):
+        """The members ``member_logits`` uses when given no ``params``."""
+        return self.sample(n, seed)
+
+    def member_logits(self, x, n=None, seed=None, params=None):
+        """Outputs (logits) of each member: ``[n, B, outputs]``.
+
+        ``params`` (from ``sample``) fixes the members; otherwise they are
+        :meth:`member_params` ``(n, seed)``. Differentiable with respect to ``x``.
+        """
+        if params is None:
+            params = self.member_params(n, seed)
+        return self.target.forward(params, x)
+
+    def member_probabilities(self, x, n=None, seed=None, params=None):
+        """Softmax probabilities of each member, ``[n, B, classes]``."""
+        return tf.nn.softmax(self.member_logits(x, n, seed, params), axis=-1)
+
+    def sample_flat(self, n=None, seed=None):
+        """``[n, num_params]`` weight vectors of ``sample(n, seed)``."""
+        return self.target.flatten(self.sample(n, seed))
+
+    def predict_members(self, x, n=None, seed=None, batch_size=500, probabilities=True):
+        """Numpy ``[n, N, outputs]`` member outputs over a large array, batched.
+
+        Probabilities for classification unless ``probabilities=False``;
+        logits (outputs) otherwise. No examples (N = 0) give ``[n, 0, outputs]``.
+        """
+        batch_size = check_positive_int("batch_size", batch_size)
+        params = self.member_params(n, seed)
+        fn = self.member_probabilities if probabilities and self.task == "classification" \
+            else self.member_logits
+        outs = [keras.ops.convert_to_numpy(fn(x[i:i + batch_size], params=params))
+                for i in range(0, max(len(x), 1), batch_size)]
+        return np.concatenate(outs, axis=1)
+
+    def call(self, x, training=False):
+        """Mean of the default members' probabilities (classification) or outputs."""
+        out = self.member_logits(self.target.ensure_batch_input(x))
+        if self.task == "classification":
+            out = tf.nn.softmax(out, axis=-1)
+        return tf.reduce_mean(out, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.target.output_dim)
+
+    # ------------------------------------------------------------- saving
+    def get_compile_config(self):
+        """What ``compile`` was given, so ``.keras`` loading can compile again."""
+        if not self.compiled:
+            return None
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(**{k: keras.saving.deserialize_keras_object(v)
+                        if isinstance(v, dict) and "class_name" in v else v
+                        for k, v in config.items()})
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+
+class OwnObjectiveModel(MemberModel):
+    """A :class:`MemberModel` trained by its own objective (not a compiled loss).
+
+    ``train_step``: split the batch per network if ``batch_mode == "split"``;
+    under a tape, ``training_members()`` gives ``(params, state)``, the
+    step's networks, whose ``task_loss`` ``objective(task_loss, state)`` turns
+    into the minimised loss (divided by the replicas); ``trained_variables()``
+    are updated, then ``after_update(state)`` runs (e.g. a second player).
+    Both hooks return ``{name: value}`` for ``objective_metric_names``.
+
+    Reported: the task loss (``task_loss_name``), ``accuracy``
+    (classification), the objective's metrics and, for classification with
+    shared batches and ``networks_per_step >= 2``, ``disagreement`` of the
+    step's networks (:func:`disagreement`; not with ``batch_mode="split"``,
+    where the networks see different images). ``evaluate`` reports the task
+    loss and accuracy of the default members (:meth:`member_params`).
+    """
+
+    batch_mode = "shared"
+    task_loss_name = "task_loss"
+    objective_metric_names = ()
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.task_trackers = [keras.metrics.Mean(name=self.task_loss_name),
+                              keras.metrics.Mean(name="accuracy")]
+        self.objective_trackers = [keras.metrics.Mean(name=n)
+                                   for n in self.objective_metric_names]
+        self.disagreement_tracker = keras.metrics.Mean(name="disagreement")
+
+    # ---------------------------------------------------------------- hooks
+    def training_members(self):
+        raise NotImplementedError
+
+    def objective(self, task_loss, state):
+        return task_loss, {}
+
+    def after_update(self, state):
+        return {}
+
+    def trained_variables(self):
+        return self.trainable_variables
+
+    # ------------------------------------------------------------- metrics
+    def task_metrics(self):
+        return self.task_trackers[:2 if self.task == "classification" else 1]
+
+    @property
+    def tracks_disagreement(self):
+        return (self.task == "classification" and self.batch_mode == "shared"
+                and self.networks_per_step >= 2)
+
+    @property
+    def metrics(self):
+        out = self.task_metrics() + self.objective_trackers
+        return out + [self.disagreement_tracker] if self.tracks_disagreement else out
+
+    def update_task_metrics(self, task_loss, acc, weight):
+        """Batch means weighted by the batch's examples: a short last batch
+        counts for its size, so epoch values are means over examples."""
+        for tracker, value in zip(self.task_trackers, (task_loss, acc)):
+            if value is not None:
+                tracker.update_state(value, sample_weight=weight)
+
+    # ---------------------------------------------------------------- steps
+    def task_loss(self, outputs, y, shared=None):
+        """Mean task loss and accuracy (None for regression) of ``[K, B, ...]`` outputs.
+
+        ``y`` is ``[B]`` (or ``[B, 1]``) for shared batches and ``[K, B]`` for
+        per-network ones (default: shared unless ``batch_mode == "split"``).
+        """
+        shared = self.batch_mode == "shared" if shared is None else shared
+        label_rank = 1 if shared else 2
+        if y.shape.rank == label_rank + 1 and y.shape[-1] == 1:
+            y = tf.squeeze(y, -1)
+        if y.shape.rank != label_rank:
+            raise ValueError(f"labels must have rank {label_rank} "
+                             f"({'shared' if shared else 'per-network'} batches), "
+                             f"got shape {y.shape}")
+        if shared:
+            y = tf.broadcast_to(y[None], tf.concat([tf.shape(outputs)[:1], tf.shape(y)], 0))
+        if self.task == "classification":
+            y = tf.cast(y, tf.int32)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=outputs))
+            pred = tf.argmax(outputs, -1, output_type=tf.int32)
+            acc = tf.reduce_mean(tf.cast(tf.equal(pred, y), tf.float32))
+            return loss, acc
+        loss = tf.reduce_mean(tf.square(outputs - tf.cast(y, tf.float32)[..., None]))
+        return loss, None
+
+    def compile_own_objective(self, optimizer, kwargs, objective):
+        """``keras.Model.compile`` without ``loss``/metrics (see ``objective``)."""
+        kwargs = reject_loss_and_metrics(self, kwargs, objective)
+        kwargs.setdefault("jit_compile", False)   # the custom op is opaque to XLA
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def split_batch(self, x, y):
+        """Per-network batches ``[K, b, ...]`` in "split" mode, else as is."""
+        if self.batch_mode == "shared":
+            return x, y
+        k = self.networks_per_step
+        b = tf.shape(x)[0] // k
+        tf.debugging.assert_equal(
+            tf.shape(x)[0] % k, 0,
+            message=f"batch_mode='split' needs a batch size divisible by "
+                    f"networks_per_step={k}")
+        x = tf.reshape(x[:b * k], tf.concat([[k, b], tf.shape(x)[1:]], 0))
+        y = tf.reshape(y[:b * k], tf.concat([[k, b], tf.shape(y)[1:]], 0))
+        return x, y
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        weight = num_examples(x)
+        x, y = self.split_batch(x, y)
+        variables = self.trained_variables()
+        with tf.GradientTape() as tape:
+            params, state = self.training_members()
+            outputs = self.target.forward(params, x)
+            task_loss, acc = self.task_loss(outputs, y)
+            loss, logs = self.objective(task_loss, state)
+            scaled = loss / num_replicas()
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        logs = {**logs, **self.after_update(state)}
+        self.update_task_metrics(task_loss, acc, weight)
+        for tracker in self.objective_trackers:
+            tracker.update_state(logs[tracker.name])
+        if self.tracks_disagreement:
+            self.disagreement_tracker.update_state(disagreement(outputs),
+                                                   sample_weight=weight)
+        return step_logs(self.metrics)
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        task_loss, acc = self.task_loss(self.member_logits(x), y, shared=True)
+        self.update_task_metrics(task_loss, acc, num_examples(x))
+        return step_logs(self.task_metrics())
