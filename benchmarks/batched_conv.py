@@ -10,6 +10,10 @@ plus `peak_gflops` (float32 tf.linalg.matmul of large matrices, same run) and
 each path's fraction of that peak (useful conv flops / time / peak).
 
 Usage: python benchmarks/batched_conv.py [--quick] [--repeats N] > out.json
+
+``HYPERKERAS_CPU_ISA=avx2`` runs the op's AVX2+FMA kernels on an AVX-512
+machine; with ``TF_ENABLE_ONEDNN_OPTS=0`` TensorFlow's own CPU kernels use no
+AVX-512 either, which approximates an AVX2-only CPU.
 """
 
 import argparse
@@ -23,6 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
+from _machine import machine_info  # noqa: E402
 from _timing import best_seconds  # noqa: E402
 from hyperkeras.ops import _fallback, _loader  # noqa: E402
 
@@ -114,7 +119,8 @@ def main():
             rows.append(res)
             print(json.dumps(res), file=sys.stderr, flush=True)
     out = {"peak_gflops": peak, "unit": "images x networks per second",
-           "cpu_threads": os.cpu_count(), "op_library": _loader.library_path(),
+           "machine": machine_info(), "op_library": _loader.library_path(),
+           "op_cpu_isa": os.environ.get("HYPERKERAS_CPU_ISA", "detected"),
            "rows": rows}
     print(json.dumps(out, indent=1))
 

@@ -389,6 +389,11 @@ using ParallelFor = std::function<void(
    TF op). Returns an hk_status. */
 int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor);
 
+/* SIMD level the CPU kernels use: 0 base (SSE2), 1 AVX2+FMA, 2 AVX-512;
+   what the CPU supports, capped by the environment variable
+   HYPERKERAS_CPU_ISA=base|avx2 (read once per process). */
+int CpuIsaLevel();
+
 /* CPU backward with a caller-supplied thread pool. */
 int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& g,
                                 const ParallelFor& pfor);

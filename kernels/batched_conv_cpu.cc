@@ -97,36 +97,49 @@ namespace {
 
 enum class Isa { kBase, kAvx2, kAvx512 };
 
-Isa DetectIsa() {
+int DetectIsaLevel() {
 #if defined(HK_CPU_FORCE_ISA)  // testing: 0 base, 1 AVX2+FMA, 2 AVX-512
-  return HK_CPU_FORCE_ISA == 0 ? Isa::kBase : HK_CPU_FORCE_ISA == 1 ? Isa::kAvx2 : Isa::kAvx512;
+  return HK_CPU_FORCE_ISA;
 #endif
+  int level = 0;
 #ifdef HK_X86_DISPATCH
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
-    return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return Isa::kAvx2;
+    level = 2;
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    level = 1;
 #endif
-  return Isa::kBase;
+  // HYPERKERAS_CPU_ISA=base|avx2 caps it (to measure the AVX2 kernels on an
+  // AVX-512 machine, say); never raises it.
+  const char* cap = std::getenv("HYPERKERAS_CPU_ISA");
+  if (cap && std::strcmp(cap, "base") == 0) level = 0;
+  if (cap && std::strcmp(cap, "avx2") == 0 && level > 1) level = 1;
+  return level;
 }
 
 Isa GetIsa() {
-  static const Isa isa = DetectIsa();
+  static const Isa isa = static_cast<Isa>(CpuIsaLevel());
   return isa;
 }
 
 // Shared input: treat the K networks' output channels as one wide channel
 // dimension (see run_wide in batched_conv_cpu_impl.inc).
-// HYPERKERAS_CPU_WIDE=0/1 overrides the choice (for benchmarking).
+// HYPERKERAS_CPU_WIDE=0 selects the per-network kernel instead (for
+// benchmarking; read once per process).
 bool UseWidePath(const hk_batched_conv_params& p) {
-  if (!p.shared_input) return false;
-  const char* e = std::getenv("HYPERKERAS_CPU_WIDE");
-  if (e && *e) return std::atoi(e) != 0;
-  return true;
+  static const bool wide = [] {
+    const char* e = std::getenv("HYPERKERAS_CPU_WIDE");
+    return !(e && *e) || std::atoi(e) != 0;
+  }();
+  return p.shared_input && wide;
 }
 
 }  // namespace
+
+int CpuIsaLevel() {
+  static const int level = DetectIsaLevel();  // once per process
+  return level;
+}
 
 const ParallelFor& DefaultParallelFor() {
   static const ParallelFor pf = [](int64_t n, int64_t cost,

@@ -116,21 +116,12 @@ namespace {
 using cpu_grad_detail::Kernels;
 
 const Kernels& SelectKernels() {
-#if defined(HK_CPU_FORCE_ISA)  // testing: 0 base, 1 AVX2+FMA, 2 AVX-512
-#if HK_CPU_FORCE_ISA == 0 || !defined(HK_X86_DISPATCH)
-  return cpu_grad_base::kKernels;
-#elif HK_CPU_FORCE_ISA == 1
-  return cpu_grad_avx2::kKernels;
-#else
-  return cpu_grad_avx512::kKernels;
-#endif
-#endif
 #ifdef HK_X86_DISPATCH
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
-    return cpu_grad_avx512::kKernels;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return cpu_grad_avx2::kKernels;
+  switch (CpuIsaLevel()) {  // the forward's choice (batched_conv_cpu.cc)
+    case 2: return cpu_grad_avx512::kKernels;
+    case 1: return cpu_grad_avx2::kKernels;
+    default: break;
+  }
 #endif
   return cpu_grad_base::kKernels;
 }

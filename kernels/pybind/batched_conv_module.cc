@@ -280,19 +280,10 @@ int BatchedConvBackpropFilterCuda(int64_t K, int64_t B, int64_t H, int64_t W,
 }
 #endif
 
-// The SIMD kernels the CPU code dispatches to (same rule as
-// batched_conv_cpu.cc / batched_conv_cpu_grad.cc).
+// The SIMD kernels the CPU code dispatches to (hyperkeras::CpuIsaLevel).
 std::string CpuIsa() {
-#if defined(HK_CPU_FORCE_ISA)  // testing builds
-  return HK_CPU_FORCE_ISA == 0 ? "base" : HK_CPU_FORCE_ISA == 1 ? "avx2" : "avx512";
-#endif
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
-    return "avx512";
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
-#endif
-  return "base";
+  static const char* const kNames[] = {"base", "avx2", "avx512"};
+  return kNames[hyperkeras::CpuIsaLevel()];
 }
 
 }  // namespace
