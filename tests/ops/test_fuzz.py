@@ -81,6 +81,11 @@ def test_op_fallback_and_reference_agree_with_nan_and_inf(case, where):
         w = _with_non_finite(rng, w)
     else:
         bias = _with_non_finite(rng, bias, 0.3)
+    if where == "w":
+        # A non-finite weight times SAME zero padding: TensorFlow's own conv
+        # gives NaN or not depending on its internal blocking (it differs
+        # between processes), so that corner has no reference; VALID has none.
+        pad = "VALID"
     kwargs = dict(padding=pad, activation=act, alpha=0.1, pool=pool, pool_padding=pp)
     ref = _fallback.batched_conv2d_loop(tf.constant(x), tf.constant(w), tf.constant(bias),
                                         **kwargs).numpy()
