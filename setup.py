@@ -223,7 +223,7 @@ setup(
         "matplotlib",
         "scipy",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildNativeOps},
     zip_safe=False,

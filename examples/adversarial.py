@@ -22,7 +22,6 @@ import time
 
 from absl import app
 from absl import flags
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ood_detection  # noqa: E402  (its flags: data, methods, training steps)

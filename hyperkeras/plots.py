@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hyperkeras.evaluation import empirical_cdf  # noqa: E402
+
 
 def _save(fig, path):
     folder = os.path.dirname(os.path.abspath(path))
@@ -40,11 +42,10 @@ def entropy_cdfs(curves, path, title="Empirical CDF of predictive entropy",
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     def draw(values, label, color, ls):
-        v = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
-        if v.size == 0:
+        if np.size(values) == 0:
             raise ValueError(f"curve {label!r} is empty")
-        ax.step(np.r_[v[0], v], np.r_[0.0, np.arange(1, len(v) + 1) / len(v)],
-                where="post", label=label, color=color, ls=ls)
+        v, f = empirical_cdf(values)
+        ax.step(np.r_[v[0], v], np.r_[0.0, f], where="post", label=label, color=color, ls=ls)
 
     for i, (label, values) in enumerate(curves.items()):
         color = colors[i % len(colors)]

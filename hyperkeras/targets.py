@@ -98,10 +98,6 @@ class LayerInfo:
         return self.filters * self.filter_size
 
 
-def _out_size(n, k, padding):
-    return n if padding == "SAME" else n - k + 1
-
-
 def _pool_size(n, padding):
     return (n + 1) // 2 if padding == "SAME" else n // 2
 
@@ -150,9 +146,8 @@ class TargetNetwork:
                 k = spec.kernel_size
                 if k < 1:
                     raise ValueError(f"{name}: kernel_size must be >= 1, got {k}")
-                oh, ow = _out_size(h, k, spec.padding), _out_size(w, k, spec.padding)
-                if spec.pool:
-                    oh, ow = _pool_size(oh, spec.pool_padding), _pool_size(ow, spec.pool_padding)
+                oh, ow = (ops.conv_output_size(n, k, spec.padding, spec.pool,
+                                               spec.pool_padding) for n in (h, w))
                 if oh < 1 or ow < 1:
                     raise ValueError(
                         f"{name}: the target's shapes do not chain: a {k}x{k} "

@@ -2,20 +2,20 @@
 
 import math
 
-import numpy as np
+from scipy import special
 import tensorflow as tf
 
 _EPS = 1e-12
 
 
 def _digamma_int(n):
-    """psi(n) for a positive integer n: -gamma + sum_{k<n} 1/k."""
-    return -np.euler_gamma + sum(1.0 / k for k in range(1, int(n)))
+    """psi(n) for a positive integer n."""
+    return float(special.digamma(int(n)))
 
 
 def log_unit_ball_volume(d):
     """log of the volume of the unit d-ball, ``pi^(d/2) / Gamma(d/2 + 1)``."""
-    return 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1.0)
+    return 0.5 * d * math.log(math.pi) - special.gammaln(0.5 * d + 1.0)
 
 
 _DIRECT_LIMIT = 1 << 22  # N*N*D elements up to which differences are formed exactly

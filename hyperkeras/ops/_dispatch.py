@@ -103,6 +103,17 @@ def _log_once(path):
                         f"{ENV_VAR}/force_path")
 
 
+def conv_output_size(n, k, padding="SAME", pool=False, pool_padding="VALID"):
+    """Output length of one spatial axis of ``batched_conv2d``: stride-1 conv
+    of an ``n``-long axis with a ``k``-long filter, then the optional 2x2
+    stride-2 max-pool (the formula of ``hk_conv_output_hw`` in
+    kernels/batched_conv.h; may be <= 0 when the filter does not fit)."""
+    c = n if str(padding).upper() == "SAME" else n - k + 1
+    if pool:
+        c = (c + 1) // 2 if str(pool_padding).upper() == "SAME" else max(c, 0) // 2
+    return c
+
+
 def _known(*dims):
     return all(d is not None for d in dims)
 

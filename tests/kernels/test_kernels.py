@@ -1,7 +1,6 @@
 """Kernel-level tests: CUDA device code under the CPU emulation (g++),
 the pybind11 CPU binding, and the nvcc compile/spill check."""
 
-import glob
 import hashlib
 import os
 import shutil

@@ -395,3 +395,16 @@ def test_gpu_kernel_matches_reference():
         with tf.device("/GPU:0"), ops.force_path("op"):
             y = ops.batched_conv2d(x, w, bias, **kwargs)
         assert_close(y, batched_conv2d_numpy(x, w, bias, **kwargs))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_conv_output_size_is_the_shape_both_paths_produce(path):
+    for h, k, pad, pool, pp in [(7, 3, "SAME", True, "SAME"), (7, 3, "VALID", True, "VALID"),
+                                (6, 5, "VALID", True, "SAME"), (5, 5, "VALID", True, "VALID"),
+                                (9, 2, "SAME", False, "VALID"), (8, 4, "VALID", False, "SAME")]:
+        x = np.ones((1, h, h + 1, 1), np.float32)
+        w = np.ones((1, k, k, 1, 1), np.float32)
+        with ops.force_path(path):
+            y = ops.batched_conv2d(x, w, padding=pad, pool=pool, pool_padding=pp)
+        assert y.shape[2:4] == (ops.conv_output_size(h, k, pad, pool, pp),
+                                ops.conv_output_size(h + 1, k, pad, pool, pp))
