@@ -1,5 +1,5 @@
 """Float64 NumPy reference of the batched conv, forward *and* backward, usable
-without torch (the CPU test checks it against hyperkeras.ops._reference and
+without torch (the CPU test checks it against tests/conv_reference.py and
 finite differences).
 
 Conventions (kernels/batched_conv.h): TF SAME padding (extra row/column at

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 import pytest
 
-from hyperkeras.ops._reference import (_act_and_slope, _pool_argmax,
+from conv_reference import (_act_and_slope, _pool_argmax,
                                        batched_conv2d_numpy,
                                        batched_conv2d_numpy_vjp)
 

@@ -6,7 +6,7 @@ kernels/batched_conv_grad_kernel.cuh (dx, dw, dbias, through the same launch
 dispatch as kernels/batched_conv.cu) with every CUDA thread a std::thread.
 Its output buffers are NaN-poisoned, so anything a kernel fails to write
 fails the comparison. References are float64 NumPy:
-  * forward y: hyperkeras.ops._reference.batched_conv2d_numpy;
+  * forward y: tests/conv_reference.py.batched_conv2d_numpy;
   * mask: recomputed from the float64 pre-activation (first maximum, strict
     `v > best` as TF's MaxPoolGrad), near-ties tolerated;
   * dx / dw / dbias: the private slow reference below (_vjp_given_mask), fed
@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 import pytest
 
-from hyperkeras.ops._reference import batched_conv2d_numpy
+from conv_reference import batched_conv2d_numpy
 
 from conv_cases import assert_close, sweep
 

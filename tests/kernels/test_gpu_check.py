@@ -1,7 +1,7 @@
 """CPU tests of kernels/gpu_check (the prepared GPU check script): everything
 that runs without a GPU or torch -- build-command construction, ptxas
 parsing, the correctness sweep, the float64 NumPy reference (forward against
-hyperkeras.ops._reference, backward against finite differences), TF SAME
+tests/conv_reference.py, backward against finite differences), TF SAME
 padding, the binding adapter, the per-case checks on a fake device, roofline
 arithmetic, job planning, the table / JSON writers, and the orchestrator's
 no-GPU path."""
@@ -198,7 +198,7 @@ def test_tf_same_padding_convention():
 
 
 def test_numpy_forward_matches_hyperkeras_reference():
-    ref_mod = pytest.importorskip("hyperkeras.ops._reference")
+    ref_mod = pytest.importorskip("conv_reference")
     for c in spec.correctness_sweep():
         if c.expect_error or c.empty:
             continue
@@ -212,10 +212,10 @@ def test_numpy_forward_matches_hyperkeras_reference():
 
 
 def test_numpy_backward_matches_hyperkeras_vjp():
-    ref_mod = pytest.importorskip("hyperkeras.ops._reference")
+    ref_mod = pytest.importorskip("conv_reference")
     vjp = getattr(ref_mod, "batched_conv2d_numpy_vjp", None)
     if vjp is None:
-        pytest.skip("hyperkeras.ops._reference has no batched_conv2d_numpy_vjp")
+        pytest.skip("tests/conv_reference.py has no batched_conv2d_numpy_vjp")
     for c in spec.correctness_sweep()[::2]:
         if c.expect_error or c.empty or c.K > 10:
             continue

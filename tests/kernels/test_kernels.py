@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from hyperkeras.ops._reference import batched_conv2d_numpy
+from conv_reference import batched_conv2d_numpy
 
 from conv_cases import assert_close, case_id, make_case, sweep
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from hyperkeras import ops
 from hyperkeras.ops import _dispatch
 from hyperkeras.ops import _loader
-from hyperkeras.ops._reference import batched_conv2d_numpy
+from conv_reference import batched_conv2d_numpy
 
 from conv_cases import assert_close, case_id, make_case, sweep
 

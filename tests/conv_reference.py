@@ -1,4 +1,4 @@
-"""Naive float64 NumPy reference of ``batched_conv2d`` (tests, benchmarks)."""
+"""Naive float64 NumPy reference of ``batched_conv2d`` and its VJP (the tests' oracle)."""
 
 import numpy as np
 
