@@ -98,10 +98,6 @@ class LayerInfo:
         return self.filters * self.filter_size
 
 
-def _pool_size(n, padding):
-    return (n + 1) // 2 if padding == "SAME" else n // 2
-
-
 class TargetNetwork:
     """A declarative target network.
 
