@@ -62,9 +62,11 @@ def main(argv):
               verbose=2)
     train_seconds = time.time() - start
 
-    members = model.predict_members(x_test, n=100, seed=FLAGS.seed + 1)  # [100,N,C]
+    members = model.predict_members(x_test, n=100, seed=FLAGS.seed + 1,
+                                    probabilities=False)                 # logits [100,N,C]
     singles = np.array([accuracy(p, y_test) for p in members])
-    scores = hk.evaluation.ensemble_scores(members, y_test, sizes=(1, 5, 10, 100))
+    scores = hk.evaluation.ensemble_scores(members, y_test, sizes=(1, 5, 10, 100),
+                                           logits=True)
     ensemble = {str(n): v["accuracy_mean_probability"] for n, v in scores.items()}
     calibration = {str(n): {"nll": v["nll"], "ece": v["ece"]} for n, v in scores.items()}
     calibration["single_network_mean"] = {"nll": scores[100]["single_nll_mean"],
@@ -80,7 +82,7 @@ def main(argv):
                                     "min": float(singles.min()), "max": float(singles.max())},
         "ensemble_accuracy": ensemble,
         "calibration": calibration,
-        "function_diversity": hk.evaluation.function_diversity(members),
+        "function_diversity": hk.evaluation.function_diversity(members, logits=True),
         "layer_l2_norms": norms,
     }
     with open(os.path.join(FLAGS.out, "metrics.json"), "w") as f:

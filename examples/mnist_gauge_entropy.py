@@ -58,21 +58,21 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out", "runs/gauge_entropy", "Output folder.")
 
 
-def member_probabilities(model, params, x, nets=10, batch=500):
-    """``[K, N, classes]`` softmax outputs, in chunks (memory: nets x batch images)."""
+def member_logits(model, params, x, nets=10, batch=500):
+    """``[K, N, classes]`` logits of the K networks in ``params``, in chunks
+    (memory: nets x batch images)."""
     k = params[0][0].shape[0]
     out = []
     for lo in range(0, k, nets):
         sub = [(w[lo:lo + nets], b[lo:lo + nets]) for w, b in params]
-        out.append(np.concatenate(
-            [tf.nn.softmax(model.target.forward(sub, x[i:i + batch]), -1).numpy()
-             for i in range(0, len(x), batch)], axis=1))
+        out.append(np.concatenate([model.target.forward(sub, x[i:i + batch]).numpy()
+                                   for i in range(0, len(x), batch)], axis=1))
     return np.concatenate(out, 0)
 
 
 def network_accuracies(model, params, x, y):
     """Test accuracy of each of the K networks in ``params``."""
-    return np.mean(np.argmax(member_probabilities(model, params, x), -1) == y[None], axis=1)
+    return np.mean(np.argmax(member_logits(model, params, x), -1) == y[None], axis=1)
 
 
 def main(argv):
@@ -105,19 +105,20 @@ def main(argv):
     # ---- single networks and ensembles (200 networks drawn with one seed)
     eval_seed = FLAGS.seed + 1
     params200 = model.sample(200, eval_seed)
-    probs = member_probabilities(model, params200, x_test)        # [200, N, C]
-    acc200 = np.mean(np.argmax(probs, -1) == y_test[None], axis=1)
+    logits = member_logits(model, params200, x_test)              # [200, N, C]
+    acc200 = np.mean(np.argmax(logits, -1) == y_test[None], axis=1)
     singles = acc200[:100]
 
     # ---- ensembles, calibration and function-space diversity (hk.evaluation)
-    scores = hk.evaluation.ensemble_scores(probs, y_test, sizes=(1, 10, 100, 200))
+    scores = hk.evaluation.ensemble_scores(logits, y_test, sizes=(1, 10, 100, 200),
+                                           logits=True)
     ens_mean = {str(n): scores[n]["accuracy_mean_probability"] for n in (10, 100, 200)}
     ens_vote = {str(n): scores[n]["accuracy_majority_vote"] for n in (10, 100, 200)}
     calibration = {str(n): {"nll": scores[n]["nll"], "ece": scores[n]["ece"]}
                    for n in (1, 10, 100)}
     calibration["single_network_mean"] = {"nll": scores[100]["single_nll_mean"],
                                           "ece": scores[100]["single_ece_mean"]}
-    function_diversity = hk.evaluation.function_diversity(probs[:100])
+    function_diversity = hk.evaluation.function_diversity(logits[:100], logits=True)
 
     # ---- entropy of 200 gauge-fixed samples, d = noise_dim as in training
     fixed200 = model.gauge_fix(params200)
