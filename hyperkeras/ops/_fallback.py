@@ -45,6 +45,12 @@ def _epilogue(y, bias, activation, alpha, pool, pool_padding):
         y = y + bias
     y = apply_activation(y, activation, alpha)
     if pool:
+        if pool_padding == "VALID" and any(d is None or d % 2 for d in y.shape[1:3]):
+            # VALID pooling drops an odd last row / column anyway; dropping it
+            # first keeps oneDNN's MaxPool (TF_ENABLE_ONEDNN_OPTS=1) from
+            # failing on a 1-pixel axis (output size 0).
+            ys = tf.shape(y)
+            y = y[:, :ys[1] // 2 * 2, :ys[2] // 2 * 2, :]
         y = tf.nn.max_pool2d(y, ksize=2, strides=2, padding=pool_padding)
     return y
 
