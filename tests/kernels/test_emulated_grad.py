@@ -13,7 +13,6 @@ fails the comparison. References are float64 NumPy:
     the emulated forward's mask, so near-ties cannot route differently.
 """
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 from conv_reference import batched_conv2d_numpy
 
 from conv_cases import assert_close, sweep
+from emu_build import build_harness, cache_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KERNELS = os.path.join(ROOT, "kernels")
@@ -38,35 +38,11 @@ ALPHA = 0.15
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _build(cache_dir, extra_flags=(), tag="opt"):
-    h = hashlib.sha256()
-    for path in SOURCES:
-        with open(path, "rb") as f:
-            h.update(f.read())
-    h.update(" ".join(extra_flags).encode())
-    exe = os.path.join(cache_dir, f"emu_grad_harness_{tag}_{h.hexdigest()[:16]}")
-    if not os.path.exists(exe):
-        cmd = ["g++", "-std=c++17", "-O2", "-g", "-Wall", "-Wextra", "-Werror",
-               "-pthread", "-I" + KERNELS, HARNESS, "-o", exe + ".tmp",
-               *extra_flags]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        os.replace(exe + ".tmp", exe)
-    return exe
-
-
-def _cache_dir(pytestconfig, tmp_path_factory):
-    cache = getattr(pytestconfig, "cache", None)
-    if cache is not None:
-        return str(cache.mkdir("hyperkeras_emu"))
-    return str(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture(scope="module")
 def harness(pytestconfig, tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: cannot build the CUDA emulation harness")
-    return _build(_cache_dir(pytestconfig, tmp_path_factory))
+    return build_harness(HARNESS, SOURCES, cache_dir(pytestconfig, tmp_path_factory))
 
 
 def _out_hw(H, W, kh, kw, pad, pool, pp):
@@ -418,8 +394,8 @@ def test_emulated_forward_nan_inf_semantics(harness, tmp_path):
                     reason="set HYPERKERAS_TSAN=1 to run the ThreadSanitizer build")
 def test_emulated_grad_kernels_under_thread_sanitizer(pytestconfig, tmp_path_factory,
                                                       tmp_path):
-    exe = _build(_cache_dir(pytestconfig, tmp_path_factory),
-                 ["-fsanitize=thread", "-O1"], tag="tsan")
+    exe = build_harness(HARNESS, SOURCES, cache_dir(pytestconfig, tmp_path_factory),
+                        ["-fsanitize=thread", "-O1"], tag="tsan")
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1")
     for i, case in enumerate([CASES[1], CASES[2]]):
         K, B, H, W, cin, cout, kh, kw, shared, pad, act, pool, pp, _ = case

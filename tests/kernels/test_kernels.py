@@ -1,7 +1,6 @@
 """Kernel-level tests: CUDA device code under the CPU emulation (g++),
 the pybind11 CPU binding, and the nvcc compile/spill check."""
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 from conv_reference import batched_conv2d_numpy
 
 from conv_cases import assert_close, case_id, make_case, sweep
+from emu_build import build_harness, cache_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KERNELS = os.path.join(ROOT, "kernels")
@@ -23,35 +23,11 @@ EMU_SOURCES = [HARNESS, os.path.join(KERNELS, "batched_conv_kernel.cuh"),
 ACT = {"none": 0, "relu": 1, "leaky_relu": 2}
 
 
-def _build_harness(cache_dir, extra_flags=(), tag="opt"):
-    """Compiles the emulation harness once per source hash (cached)."""
-    h = hashlib.sha256()
-    for path in EMU_SOURCES:
-        with open(path, "rb") as f:
-            h.update(f.read())
-    h.update(" ".join(extra_flags).encode())
-    exe = os.path.join(cache_dir, f"emu_harness_{tag}_{h.hexdigest()[:16]}")
-    if not os.path.exists(exe):
-        cmd = ["g++", "-std=c++17", "-O2", "-g", "-Wall", "-Wextra", "-Werror",
-               "-pthread", "-I" + KERNELS, HARNESS, "-o", exe + ".tmp",
-               *extra_flags]
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-        os.replace(exe + ".tmp", exe)
-    return exe
-
-
-def _cache_dir(pytestconfig, tmp_path_factory):
-    cache = getattr(pytestconfig, "cache", None)
-    if cache is not None:
-        return str(cache.mkdir("hyperkeras_emu"))
-    return str(tmp_path_factory.getbasetemp())  # cacheprovider disabled
-
-
 @pytest.fixture(scope="session")
 def harness(pytestconfig, tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: cannot build the CUDA emulation harness")
-    return _build_harness(_cache_dir(pytestconfig, tmp_path_factory))
+    return build_harness(HARNESS, EMU_SOURCES, cache_dir(pytestconfig, tmp_path_factory))
 
 
 def run_emulated(exe, tmp_path, x, w, bias, padding, activation, alpha, pool,
@@ -148,8 +124,8 @@ def test_check_nvcc_script():
                     reason="set HYPERKERAS_TSAN=1 to run the ThreadSanitizer build")
 def test_emulated_kernel_under_thread_sanitizer(pytestconfig, tmp_path_factory,
                                                 tmp_path):
-    exe = _build_harness(_cache_dir(pytestconfig, tmp_path_factory),
-                         ["-fsanitize=thread", "-O0"], tag="tsan")
+    exe = build_harness(HARNESS, EMU_SOURCES, cache_dir(pytestconfig, tmp_path_factory),
+                        ["-fsanitize=thread", "-O0"], tag="tsan")
     # Self-check: TSan must flag a deliberately racy emulated kernel.
     racy = str(tmp_path / "racy")
     subprocess.run(["g++", "-std=c++17", "-O0", "-g", "-pthread",
