@@ -38,4 +38,7 @@ def machine_info():
     return {"cpu_model": model or platform.processor() or "unknown",
             "vector_isa": vector_isa(flags),
             "cores": os.cpu_count(),
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF default)")}
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF default)"),
+            # ISA caps that make an AVX-512 machine stand in for an AVX2 one
+            "HYPERKERAS_CPU_ISA": os.environ.get("HYPERKERAS_CPU_ISA", "unset (detected)"),
+            "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset (detected)")}

@@ -130,7 +130,8 @@ def run_one(name, path, steps, warmup):
         start = time.perf_counter()
         model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0,
                   callbacks=[Clock()])
-    step_times = [b - a for a, b in zip(ends[warmup:], ends[warmup + 1:])]
+    # `steps` intervals: each timed step from the end of the one before it
+    step_times = [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])]
     seconds = statistics.median(step_times)
     flops = target_flops(model.target, K, B, per_network) + generator_flops(tf, model, K)
     return {"model": name, "path": path, "K": K, "images_per_network": B,
@@ -154,6 +155,8 @@ def main():
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.steps < 1 or args.warmup < 1:
+        ap.error(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
     if args.one:
         print(json.dumps(run_one(*args.one, args.steps, args.warmup)))
         return
@@ -171,6 +174,8 @@ def main():
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"unit": "seconds per model.fit step (median)", "rows": rows},
                      indent=1))
+    if any("error" in row for row in rows):
+        sys.exit("some rows failed: rerun them with --one MODEL PATH to see why")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""The benchmarks run (smallest settings) and print the JSON they document, so
+a change of the op's interface cannot leave them broken unnoticed. Speed is
+measured by the benchmarks themselves, never asserted here."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.slow
+
+
+def run_benchmark(name, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return json.loads(r.stdout)
+
+
+def check_machine(machine):
+    assert machine["cores"] >= 1 and machine["vector_isa"] and machine["TF_ENABLE_ONEDNN_OPTS"]
+
+
+def positive(x):
+    return x is not None and x > 0
+
+
+def test_batched_conv_forward_benchmark():
+    out = run_benchmark("batched_conv.py", "--quick", "--repeats", "1")
+    check_machine(out["machine"])
+    assert out["peak_gflops"] > 0
+    assert [r["layer"] for r in out["rows"]] == [
+        "hypergan_mnist_conv1", "hypergan_mnist_conv2",
+        "deutsch_mnist_conv1", "deutsch_mnist_conv2"]
+    for row in out["rows"]:
+        assert positive(row["fallback"]) and positive(row["keras_loop"])
+        if out["op_library"]:
+            assert positive(row["op"]) and positive(row["op_speedup_vs_best_tf"])
+
+
+def test_training_step_benchmark():
+    out = run_benchmark("training_step.py", "--steps", "1", "--warmup", "1",
+                        "--models", "hypergan_mnist")
+    assert [(r["model"], r["path"]) for r in out["rows"]] == [
+        ("hypergan_mnist", "op"), ("hypergan_mnist", "fallback")]
+    for row in out["rows"]:
+        check_machine(row["machine"])
+        assert positive(row["seconds_per_step"]) and positive(row["gflop_per_step"])
