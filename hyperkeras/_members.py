@@ -219,8 +219,7 @@ class OwnObjectiveModel(MemberModel):
             pred = tf.argmax(outputs, -1, output_type=tf.int32)
             acc = tf.reduce_mean(tf.cast(tf.equal(pred, y), tf.float32))
             return loss, acc
-        loss = tf.reduce_mean(tf.square(outputs - tf.cast(y, tf.float32)[..., None]))
-        return loss, None
+        return tf.reduce_mean(tf.square(outputs - tf.cast(y, tf.float32)[..., None])), None
 
     def compile_own_objective(self, optimizer, kwargs, objective):
         """``keras.Model.compile`` without ``loss``/metrics (see ``objective``)."""
@@ -238,9 +237,8 @@ class OwnObjectiveModel(MemberModel):
             tf.shape(x)[0] % k, 0,
             message=f"batch_mode='split' needs a batch size divisible by "
                     f"networks_per_step={k}")
-        x = tf.reshape(x[:b * k], tf.concat([[k, b], tf.shape(x)[1:]], 0))
-        y = tf.reshape(y[:b * k], tf.concat([[k, b], tf.shape(y)[1:]], 0))
-        return x, y
+        return tuple(tf.reshape(t[:b * k], tf.concat([[k, b], tf.shape(t)[1:]], 0))
+                     for t in (x, y))
 
     def train_step(self, data):
         x, y = data[0], data[1]

@@ -17,8 +17,7 @@ from hyperkeras.evaluation import empirical_cdf  # noqa: E402
 
 
 def _save(fig, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -54,10 +53,7 @@ def entropy_cdfs(curves, path, title="Empirical CDF of predictive entropy",
             draw(dashed_curves[label], f"{label}{dashed_suffix}", color, "--")
     if max_entropy is not None:
         ax.axvline(max_entropy, color="grey", ls=":", lw=1, label="max entropy")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("fraction of examples")
-    ax.set_ylim(0, 1.01)
-    ax.set_title(title)
+    ax.set(xlabel=xlabel, ylabel="fraction of examples", ylim=(0, 1.01), title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -71,9 +67,7 @@ def accuracy_histograms(accuracies, path, title="Accuracy of single sampled netw
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, acc in accuracies.items():
         ax.hist(np.asarray(acc, dtype=np.float64), bins=bins, alpha=0.6, label=label)
-    ax.set_xlabel("test accuracy")
-    ax.set_ylabel("networks")
-    ax.set_title(title)
+    ax.set(xlabel="test accuracy", ylabel="networks", title=title)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -106,9 +100,7 @@ def regression_bands(x_train, y_train, x_grid, predictions, path, true_fn=None,
         if train_range is not None:
             for v in train_range:
                 ax.axvline(v, color="k", ls=":", lw=0.8)
-        ax.set_title(label if title is None else f"{title}: {label}")
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
+        ax.set(xlabel="x", ylabel="y", title=label if title is None else f"{title}: {label}")
         ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
@@ -142,8 +134,7 @@ def adversarial_curves(results, path, metrics=("accuracy", "entropy", "fooled_fr
                         color=colors[ci % len(colors)], ms=4,
                         label=f"{method} {attack} ({target})")
     for ax, m in zip(axes[0], metrics):
-        ax.set_xlabel("epsilon (L-inf)")
-        ax.set_ylabel(m.replace("_", " "))
+        ax.set(xlabel="epsilon (L-inf)", ylabel=m.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6)
     fig.suptitle(title)
@@ -160,8 +151,6 @@ def reliability_diagram(counts, confidence, accuracy, path, title="Reliability")
     ax.bar(edges[:-1][ok], np.asarray(accuracy)[ok], width=np.diff(edges)[ok],
            align="edge", alpha=0.7, edgecolor="k", label="accuracy")
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect calibration")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
+    ax.set(xlabel="confidence", ylabel="accuracy", title=title)
     ax.legend(fontsize=8)
     return _save(fig, path)

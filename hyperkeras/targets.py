@@ -19,8 +19,8 @@ import keras
 import tensorflow as tf
 
 from hyperkeras import ops
-
-_ACTIVATIONS = ("none", "relu", "leaky_relu")
+from hyperkeras.ops._fallback import ACTIVATIONS as _ACTIVATIONS
+from hyperkeras.ops._fallback import apply_activation
 
 
 def _check_int(what, value):
@@ -201,9 +201,7 @@ class TargetNetwork:
 
     @classmethod
     def from_config(cls, config):
-        if isinstance(config, TargetNetwork):
-            return config
-        if isinstance(config, str):
+        if isinstance(config, (TargetNetwork, str)):
             return get(config)
         if not isinstance(config, dict):
             raise TypeError(f"a target config must be a dict, got {config!r}")
@@ -343,55 +341,58 @@ class TargetNetwork:
                 h = ops.batched_conv2d(h, kernel, bias, padding=spec.padding,
                                        activation=spec.activation, alpha=spec.alpha,
                                        pool=spec.pool, pool_padding=spec.pool_padding)
-                per_network = True
             else:
                 # the static fan-in, not -1: an empty batch cannot infer it
-                din = info.fan_in
+                hs = tf.shape(h)
                 if per_network:
-                    hs = tf.shape(h)
-                    h = tf.reshape(h, [hs[0], hs[1], din])
-                    h = tf.matmul(h, kernel)
+                    h = tf.matmul(tf.reshape(h, [hs[0], hs[1], info.fan_in]), kernel)
                 else:
-                    hs = tf.shape(h)
-                    h = tf.reshape(h, [hs[0], din])
-                    h = tf.einsum("bd,kdu->kbu", h, kernel)
-                    per_network = True
-                h = h + bias[:, None, :]
-                if spec.activation == "relu":
-                    h = tf.nn.relu(h)
-                elif spec.activation == "leaky_relu":
-                    h = tf.nn.leaky_relu(h, alpha=spec.alpha)
+                    h = tf.einsum("bd,kdu->kbu", tf.reshape(h, [hs[0], info.fan_in]), kernel)
+                h = apply_activation(h + bias[:, None, :], spec.activation, spec.alpha)
+            per_network = True
         return h
 
     # -------------------------------------------------- ordinary Keras model
+    def _keras_layers(self, dropout=None):
+        """``(layers, weighted)``: Keras layers of this architecture, in order,
+        and those among them that hold a kernel and bias (one per target layer).
+
+        With a ``dropout`` rate, the input of every layer but the first gets
+        dropout: channel-wise (``SpatialDropout2D``) on feature maps, unit-wise
+        on vectors (:class:`~hyperkeras.baselines.MCDropout`).
+        """
+        layers, weighted = [], []
+        for i, info in enumerate(self.layers):
+            spec = info.spec
+            if dropout is not None and i > 0:
+                layers.append(keras.layers.SpatialDropout2D(dropout)
+                              if len(info.input_shape) == 3 else keras.layers.Dropout(dropout))
+            if info.kind == "dense" and len(info.input_shape) > 1:
+                layers.append(keras.layers.Flatten())
+            act = {"none": None, "relu": "relu"}.get(spec.activation)
+            if info.kind == "conv":
+                weighted.append(keras.layers.Conv2D(
+                    spec.filters, spec.kernel_size, padding=spec.padding.lower(),
+                    activation=act))
+            else:
+                weighted.append(keras.layers.Dense(spec.units, activation=act))
+            layers.append(weighted[-1])
+            if spec.activation == "leaky_relu":
+                layers.append(keras.layers.LeakyReLU(negative_slope=spec.alpha))
+            if info.kind == "conv" and spec.pool:
+                layers.append(keras.layers.MaxPooling2D(2, padding=spec.pool_padding.lower()))
+        return layers, weighted
+
     def keras_model(self, params=None, index=0):
         """An ordinary ``keras.Sequential`` with this architecture.
 
         With ``params`` given, it holds network ``index`` of those weights.
         """
-        layers = [keras.Input(self.input_shape)]
-        for info in self.layers:
-            spec = info.spec
-            act = {"none": None, "relu": "relu"}.get(spec.activation)
-            if info.kind == "dense" and len(info.input_shape) > 1:
-                layers.append(keras.layers.Flatten())
-            if info.kind == "conv":
-                layers.append(keras.layers.Conv2D(
-                    spec.filters, spec.kernel_size, padding=spec.padding.lower(),
-                    activation=act))
-            else:
-                layers.append(keras.layers.Dense(spec.units, activation=act))
-            if spec.activation == "leaky_relu":
-                layers.append(keras.layers.LeakyReLU(negative_slope=spec.alpha))
-            if info.kind == "conv" and spec.pool:
-                layers.append(keras.layers.MaxPooling2D(2, padding=spec.pool_padding.lower()))
-        model = keras.Sequential(layers, name=self.name)
+        layers, _ = self._keras_layers()
+        model = keras.Sequential([keras.Input(self.input_shape), *layers], name=self.name)
         if params is not None:
-            weights = []
-            for kernel, bias in params:
-                weights += [keras.ops.convert_to_numpy(kernel[index]),
-                            keras.ops.convert_to_numpy(bias[index])]
-            model.set_weights(weights)
+            model.set_weights([keras.ops.convert_to_numpy(t[index]) for pair in params
+                               for t in pair])
         return model
 
 

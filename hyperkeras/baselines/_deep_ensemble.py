@@ -42,8 +42,8 @@ class DeepEnsemble(OwnObjectiveModel):
         self.kernels, self.biases = [], []
         for info in self.target.layers:
             ks = info.kernel_shape
-            receptive = math.prod(ks[:-2]) if len(ks) > 2 else 1
-            limit = math.sqrt(6.0 / (receptive * ks[-2] + receptive * ks[-1]))
+            # Glorot uniform: sqrt(6 / (fan_in + fan_out))
+            limit = math.sqrt(6.0 / (math.prod(ks[:-2]) * (ks[-2] + ks[-1])))
             init = rng.uniform(-limit, limit, (self.n_members, *ks)).astype(np.float32)
             self.kernels.append(self.add_weight(
                 shape=init.shape, initializer=keras.initializers.Constant(init),
@@ -69,7 +69,7 @@ class DeepEnsemble(OwnObjectiveModel):
         """Weights of ``n`` members, a list of ``(kernel [n,...], bias [n,...])``."""
         idx = self._indices(n, seed)
         if len(idx) == self.n_members and np.all(idx == np.arange(self.n_members)):
-            return [(k, b) for k, b in zip(self.kernels, self.biases)]
+            return list(zip(self.kernels, self.biases))
         idx = tf.constant(idx)
         return [(tf.gather(k, idx), tf.gather(b, idx))
                 for k, b in zip(self.kernels, self.biases)]

@@ -39,28 +39,7 @@ class MCDropout(MemberModel):
         self.rate = float(rate)
         self.samples = check_positive_int("samples", samples)
         self.eval_seed = int(seed)
-        layers, self.weight_layers = [], []
-        for i, info in enumerate(self.target.layers):
-            spec = info.spec
-            if i > 0:
-                if len(info.input_shape) == 3:
-                    layers.append(keras.layers.SpatialDropout2D(self.rate))
-                else:
-                    layers.append(keras.layers.Dropout(self.rate))
-            if info.kind == "dense" and len(info.input_shape) > 1:
-                layers.append(keras.layers.Flatten())
-            act = {"none": None, "relu": "relu"}.get(spec.activation)
-            if info.kind == "conv":
-                layer = keras.layers.Conv2D(spec.filters, spec.kernel_size,
-                                            padding=spec.padding.lower(), activation=act)
-            else:
-                layer = keras.layers.Dense(spec.units, activation=act)
-            layers.append(layer)
-            self.weight_layers.append(layer)
-            if spec.activation == "leaky_relu":
-                layers.append(keras.layers.LeakyReLU(negative_slope=spec.alpha))
-            if info.kind == "conv" and spec.pool:
-                layers.append(keras.layers.MaxPooling2D(2, padding=spec.pool_padding.lower()))
+        layers, self.weight_layers = self.target._keras_layers(dropout=self.rate)
         self.net = keras.Sequential(layers, name="dropout_net")
         self.net.build((None, *self.target.input_shape))
         self.built = True

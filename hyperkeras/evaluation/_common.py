@@ -14,10 +14,10 @@ Internally everything is turned into log-probabilities (``log_softmax`` of the
 logits), so log-likelihoods never take the log of an underflowed probability.
 """
 
-import numbers
-
 import numpy as np
 from scipy import special
+
+from hyperkeras._utils import check_positive_int
 
 PROB_TOLERANCE = 1e-3
 
@@ -41,13 +41,10 @@ def check_num_members(n, available=None):
     """``n`` as a positive int (at most ``available``), or ``None`` unchanged."""
     if n is None:
         return None
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise ValueError(f"n (the number of members) must be a positive integer, got {n!r}")
-    if n < 1:
-        raise ValueError(f"n (the number of members) must be a positive integer, got {n}")
+    n = check_positive_int("n (the number of members)", n)
     if available is not None and n > available:
         raise ValueError(f"asked for n={n} members but only {available} were given")
-    return int(n)
+    return n
 
 
 def logits_to_log_probs(logits):
@@ -82,10 +79,10 @@ def check_probabilities(probs, what="member probabilities", tolerance=PROB_TOLER
                          f"[{probs.min():.4g}, {probs.max():.4g}]. Pass logits=True "
                          f"if these are logits.")
     sums = probs.sum(-1)
-    worst = np.max(np.abs(sums - 1.0))
-    if worst > tolerance:
+    worst = sums.flat[np.argmax(np.abs(sums - 1.0))]
+    if abs(worst - 1.0) > tolerance:
         raise ValueError(f"{what} must sum to one over the classes (last axis) within "
-                         f"{tolerance}; the worst row sums to {sums.flat[np.argmax(np.abs(sums - 1.0))]:.6g}. "
+                         f"{tolerance}; the worst row sums to {worst:.6g}. "
                          f"Pass logits=True if these are logits.")
     return np.clip(probs, 0.0, 1.0)
 
@@ -127,9 +124,7 @@ def member_log_probs(members, x=None, n=None, seed=None, batch_size=500, logits=
         p = p / p.sum(-1, keepdims=True)
         with np.errstate(divide="ignore"):
             lp = np.log(p)
-    if n is not None:
-        lp = lp[:n]
-    return lp
+    return lp[:n]  # all members if n is None
 
 
 def check_labels(y, num_examples, num_classes=None):

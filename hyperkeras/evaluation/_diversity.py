@@ -9,16 +9,12 @@ from hyperkeras.evaluation._common import member_log_probs
 
 def _params_numpy(source, n, seed):
     """A list of ``(kernel [n,...], bias [n,...])`` numpy pairs."""
-    if hasattr(source, "sample"):
-        params = source.sample(n, seed)
-    else:
-        params = source
+    params = source.sample(n, seed) if hasattr(source, "sample") else source
     out = []
     for pair in params:
         if len(pair) != 2:
             raise ValueError("parameters must be a list of (kernel, bias) pairs")
-        k, b = (np.asarray(t, dtype=np.float64) for t in pair)
-        out.append((k, b))
+        out.append(tuple(np.asarray(t, dtype=np.float64) for t in pair))
     if not out:
         raise ValueError("no parameters given")
     k0 = out[0][0].shape[0]

@@ -8,18 +8,15 @@ logarithms (nats).
 import numpy as np
 from scipy import special
 
+from hyperkeras._utils import check_positive_int
 from hyperkeras.evaluation._common import check_labels
 from hyperkeras.evaluation._common import check_probabilities
+from hyperkeras.evaluation._common import is_model
 from hyperkeras.evaluation._common import logsumexp
 from hyperkeras.evaluation._common import member_log_probs
 from hyperkeras.evaluation._diversity import disagreement
 
 DEFAULT_ENSEMBLE_SIZES = (1, 5, 10, 100)
-
-
-def _lp(members, x=None, n=None, seed=None, batch_size=500, logits=False):
-    return member_log_probs(members, x=x, n=n, seed=seed, batch_size=batch_size,
-                            logits=logits)
 
 
 def _entropy_from_log(lp):
@@ -35,17 +32,18 @@ def mean_log_probs(lp):
 def ensemble_probabilities(members, x=None, n=None, seed=None, batch_size=500,
                            logits=False):
     """Mean member probability ``p(y|x) = 1/K sum_k p_k(y|x)``, ``[N, C]``."""
-    return np.exp(mean_log_probs(_lp(members, x, n, seed, batch_size, logits)))
+    return np.exp(mean_log_probs(member_log_probs(members, x, n, seed, batch_size, logits)))
 
 
 def predictive_entropy(members, x=None, n=None, seed=None, batch_size=500, logits=False):
     """Entropy of the mean prediction per example, ``[N]`` (nats)."""
-    return _entropy_from_log(mean_log_probs(_lp(members, x, n, seed, batch_size, logits)))
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
+    return _entropy_from_log(mean_log_probs(lp))
 
 
 def expected_entropy(members, x=None, n=None, seed=None, batch_size=500, logits=False):
     """Mean entropy of the members per example, ``[N]`` (aleatoric part)."""
-    return _entropy_from_log(_lp(members, x, n, seed, batch_size, logits)).mean(0)
+    return _entropy_from_log(member_log_probs(members, x, n, seed, batch_size, logits)).mean(0)
 
 
 def mutual_information(members, x=None, n=None, seed=None, batch_size=500, logits=False):
@@ -54,7 +52,7 @@ def mutual_information(members, x=None, n=None, seed=None, batch_size=500, logit
     ``H[mean_k p_k] - mean_k H[p_k]`` (the epistemic part of the predictive
     entropy); zero when all members agree.
     """
-    lp = _lp(members, x, n, seed, batch_size, logits)
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
     mi = _entropy_from_log(mean_log_probs(lp)) - _entropy_from_log(lp).mean(0)
     return np.maximum(mi, 0.0)
 
@@ -62,7 +60,7 @@ def mutual_information(members, x=None, n=None, seed=None, batch_size=500, logit
 def accuracy_mean_probability(members, y, x=None, n=None, seed=None, batch_size=500,
                               logits=False):
     """Accuracy of ``argmax mean_k p_k`` (the paper's scoring rule)."""
-    lp = _lp(members, x, n, seed, batch_size, logits)
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
     y = check_labels(y, lp.shape[1], lp.shape[2])
     return float(np.mean(np.argmax(mean_log_probs(lp), -1) == y))
 
@@ -74,7 +72,7 @@ def accuracy_summed_logits(members, y, x=None, n=None, seed=None, batch_size=500
     Log-probabilities differ from logits by a per-member constant, so summing
     either gives the same argmax.
     """
-    lp = _lp(members, x, n, seed, batch_size, logits)
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
     y = check_labels(y, lp.shape[1], lp.shape[2])
     return float(np.mean(np.argmax(lp.sum(0), -1) == y))
 
@@ -85,7 +83,7 @@ def majority_vote(members, x=None, n=None, seed=None, batch_size=500, logits=Fal
     Each member votes for its argmax; ties between classes with equally many
     votes go to the one with the highest mean probability.
     """
-    lp = _lp(members, x, n, seed, batch_size, logits)
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
     k, num, c = lp.shape
     votes = np.zeros((num, c))
     np.add.at(votes, (np.tile(np.arange(num), k), np.argmax(lp, -1).reshape(-1)), 1)
@@ -98,7 +96,7 @@ def majority_vote(members, x=None, n=None, seed=None, batch_size=500, logits=Fal
 def accuracy_majority_vote(members, y, x=None, n=None, seed=None, batch_size=500,
                            logits=False):
     """Accuracy of the majority vote of the members."""
-    lp = _lp(members, x, n, seed, batch_size, logits)
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
     y = check_labels(y, lp.shape[1], lp.shape[2])
     return float(np.mean(majority_vote(lp, logits=True) == y))
 
@@ -106,7 +104,7 @@ def accuracy_majority_vote(members, y, x=None, n=None, seed=None, batch_size=500
 def negative_log_likelihood(members, y, x=None, n=None, seed=None, batch_size=500,
                             logits=False):
     """Mean NLL of the ensemble, ``-mean log(1/K sum_k p_k(y|x))``, via logsumexp."""
-    lp = _lp(members, x, n, seed, batch_size, logits)
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
     y = check_labels(y, lp.shape[1], lp.shape[2])
     picked = lp[:, np.arange(lp.shape[1]), y]             # [K, N]
     return float(-np.mean(logsumexp(picked, axis=0) - np.log(lp.shape[0])))
@@ -120,9 +118,7 @@ def calibration_bins(probs, y, num_bins=15):
     bin also 0). ``probs`` must be probabilities: in [0, 1] and summing to
     one over the classes (within 1e-3), else a ``ValueError``.
     """
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) \
-            or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    num_bins = check_positive_int("num_bins", num_bins)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2:
         raise ValueError(f"probabilities must have shape [N, classes], got "
@@ -142,7 +138,7 @@ def calibration_bins(probs, y, num_bins=15):
 def expected_calibration_error(members, y, x=None, n=None, seed=None, batch_size=500,
                                logits=False, num_bins=15):
     """ECE of the ensemble mean: ``sum_b |B_b|/N |acc_b - conf_b|`` (15 bins)."""
-    lp = _lp(members, x, n, seed, batch_size, logits)
+    lp = member_log_probs(members, x, n, seed, batch_size, logits)
     counts, conf, acc = calibration_bins(np.exp(mean_log_probs(lp)), y, num_bins)
     return float(np.sum(counts / counts.sum() * np.abs(acc - conf)))
 
@@ -167,11 +163,10 @@ def ensemble_scores(members, y, x=None, sizes=DEFAULT_ENSEMBLE_SIZES, seed=None,
     sizes = sorted({int(s) for s in sizes})
     if not sizes or sizes[0] < 1:
         raise ValueError(f"ensemble sizes must be positive integers, got {sizes}")
-    available = getattr(members, "n_members", None) if hasattr(members, "predict_members") \
-        else None
-    max_n = sizes[-1] if available is None else min(sizes[-1], available)
-    lp = _lp(members, x, max_n if hasattr(members, "predict_members") else None, seed,
-             batch_size, logits)
+    max_n = None  # with a model: the largest size its members allow
+    if is_model(members):
+        max_n = min(sizes[-1], getattr(members, "n_members", None) or sizes[-1])
+    lp = member_log_probs(members, x, max_n, seed, batch_size, logits)
     y = check_labels(y, lp.shape[1], lp.shape[2])
     kept = [s for s in sizes if s <= lp.shape[0]]
     if not kept:

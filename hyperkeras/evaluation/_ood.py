@@ -9,7 +9,6 @@ import numpy as np
 from scipy import stats
 
 from hyperkeras.evaluation import _metrics as metrics
-from hyperkeras.evaluation._common import check_labels
 from hyperkeras.evaluation._common import member_log_probs
 
 SCORES = ("entropy", "mutual_information", "max_probability")
@@ -153,6 +152,5 @@ def ood_detection(model, x_in, x_out, y_in=None, n=100, seed=None, score="entrop
                outlier_mean_score=float(s_out.mean()),
                inlier_scores=s_in, outlier_scores=s_out)
     if y_in is not None:
-        y_in = check_labels(y_in, lp_in.shape[1], lp_in.shape[2])
-        out["accuracy"] = float(np.mean(np.argmax(metrics.mean_log_probs(lp_in), -1) == y_in))
+        out["accuracy"] = metrics.accuracy_mean_probability(lp_in, y_in, logits=True)
     return out

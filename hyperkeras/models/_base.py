@@ -84,10 +84,9 @@ class HyperModel(OwnObjectiveModel):
         self.generate(tf.zeros([1, self.noise_dim]))
 
     def build(self, input_shape=None):
-        if self.built:
-            return
-        self.build_generators()
-        self.built = True
+        if not self.built:
+            self.build_generators()
+            self.built = True
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (TF backend, under a distribution strategy) reduces the first
@@ -151,14 +150,12 @@ class HyperModel(OwnObjectiveModel):
         n = self.ensemble_size if ensemble_size is None else check_positive_int(
             "ensemble_size", ensemble_size)
         seed = self.eval_seed if seed is None else int(seed)
-        if not self.built:
-            self.build()
-        model = self
+        self.build()
 
         def serve(x):
             with ops.force_path("fallback"):
-                out = model.member_logits(x, n, seed)
-            if model.task == "classification":
+                out = self.member_logits(x, n, seed)
+            if self.task == "classification":
                 probs = tf.reduce_mean(tf.nn.softmax(out, -1), 0)
                 entropy = -tf.reduce_sum(probs * tf.math.log(tf.maximum(probs, 1e-12)), -1)
                 return {"probabilities": probs, "entropy": entropy}

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from hyperkeras.ops import _fallback
 from hyperkeras.ops import _loader
+from hyperkeras.ops._fallback import _static as _known
 
 logger = logging.getLogger("hyperkeras.ops")
 
@@ -41,17 +42,15 @@ _forced = contextvars.ContextVar("hyperkeras_ops_forced_path", default=None)
 _logged = set()
 
 
-def _env_request():
+def _requested():
+    """The forced path of this thread, else the environment's request."""
+    if _forced.get() is not None:
+        return _forced.get()
     value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if value not in ("op", "fallback", "auto"):
         raise ValueError(f"{ENV_VAR} must be 'op', 'fallback' or 'auto', got "
                          f"{value!r}")
     return value
-
-
-def _requested():
-    forced = _forced.get()
-    return forced if forced is not None else _env_request()
 
 
 def active_path():
@@ -79,16 +78,9 @@ def force_path(path):
         raise ValueError(f"path must be None, 'op' or 'fallback', got {path!r}")
     if path == "op":
         _loader.require()
-    token = _forced.set(path)
-
-    @contextlib.contextmanager
-    def restore():
-        try:
-            yield
-        finally:
-            _forced.reset(token)
-
-    return restore()
+    restore = contextlib.ExitStack()  # its exit resets the variable
+    restore.callback(_forced.reset, _forced.set(path))
+    return restore
 
 
 def _log_once(path):
@@ -114,10 +106,6 @@ def conv_output_size(n, k, padding="SAME", pool=False, pool_padding="VALID"):
     return c
 
 
-def _known(*dims):
-    return all(d is not None for d in dims)
-
-
 def _check(x, w, bias, padding, activation, pool_padding):
     if w.shape.rank != 5:
         raise ValueError(
@@ -135,9 +123,9 @@ def _check(x, w, bias, padding, activation, pool_padding):
         raise ValueError(
             f"K mismatch: x holds {x.shape[0]} networks' inputs but w has "
             f"{w.shape[0]} filter banks")
-    if bias is not None and bias.shape.rank != 2:
-        raise ValueError(f"bias must have rank 2 [K, Cout], got shape {bias.shape}")
     if bias is not None:
+        if bias.shape.rank != 2:
+            raise ValueError(f"bias must have rank 2 [K, Cout], got shape {bias.shape}")
         for b, ref in zip(bias.shape, (w.shape[0], w.shape[4])):
             if _known(b, ref) and b != ref:
                 raise ValueError(f"bias must have shape [K, Cout] = "

@@ -93,11 +93,9 @@ ATTRS = ("padding", "activation", "alpha", "pool", "pool_padding")
 
 
 def _attrs(op):
-    out = {}
-    for name in ATTRS:
-        v = op.get_attr(name)
-        out[name] = v.decode() if isinstance(v, bytes) else v
-    return out
+    """The op's attributes as keyword arguments (strings decoded)."""
+    values = {name: op.get_attr(name) for name in ATTRS}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
 @tf.RegisterGradient(OP_NAME)
