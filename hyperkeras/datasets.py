@@ -236,8 +236,8 @@ def _tfds_arrays(name, split, data_dir):
     batches = list(tfds.as_numpy(ds.batch(8192)))
     if not batches:
         raise ValueError(f"split {split!r} of {name} (tensorflow-datasets) is empty")
-    return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]),
-            f"{name} (tensorflow-datasets) split {split!r}")
+    x, y = (np.concatenate(parts) for parts in zip(*batches))
+    return x, y, f"{name} (tensorflow-datasets) split {split!r}"
 
 
 def _checked(x, y, where):

@@ -191,11 +191,7 @@ class TargetNetwork:
 
     # ------------------------------------------------------------ (de)serialise
     def get_config(self):
-        layers = []
-        for spec in self.specs:
-            d = dataclasses.asdict(spec)
-            d["type"] = type(spec).__name__
-            layers.append(d)
+        layers = [{**dataclasses.asdict(s), "type": type(s).__name__} for s in self.specs]
         return {"input_shape": list(self.input_shape), "layers": layers,
                 "name": self.name}
 
@@ -461,13 +457,8 @@ def regression_1d():
                          name="regression_1d")
 
 
-PRESETS = {
-    "hypergan_mnist": hypergan_mnist,
-    "hypergan_cifar10": hypergan_cifar10,
-    "deutsch_mnist": deutsch_mnist,
-    "lenet5": lenet5,
-    "regression_1d": regression_1d,
-}
+PRESETS = {f.__name__: f for f in (hypergan_mnist, hypergan_cifar10, deutsch_mnist, lenet5,
+                                    regression_1d)}
 
 
 def get(target):

@@ -73,9 +73,8 @@ class MCDropout(MemberModel):
             masks = tf.split(masks, channels, axis=1)
         params = []
         for i, (info, layer) in enumerate(zip(infos, self.weight_layers)):
-            kernel = tf.convert_to_tensor(layer.kernel)
-            bias = tf.convert_to_tensor(layer.bias)
-            kernel = tf.broadcast_to(kernel[None], [n, *info.kernel_shape])
+            kernel = tf.broadcast_to(tf.convert_to_tensor(layer.kernel), [n, *info.kernel_shape])
+            bias = tf.broadcast_to(tf.convert_to_tensor(layer.bias), [n, *info.bias_shape])
             if i > 0:
                 m = masks[i - 1]                                  # [n, C_in]
                 if info.kind == "conv":
@@ -84,7 +83,7 @@ class MCDropout(MemberModel):
                     # Flattened NHWC features: the channel index runs fastest.
                     reps = int(np.prod(info.input_shape[:-1]))
                     kernel = kernel * tf.tile(m, [1, reps])[:, :, None]
-            params.append((kernel, tf.broadcast_to(bias[None], [n, *info.bias_shape])))
+            params.append((kernel, bias))
         return params
 
     def get_config(self):

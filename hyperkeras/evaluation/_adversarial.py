@@ -207,20 +207,19 @@ def adversarial_evaluation(model, x, y, epsilons=(0.01, 0.05, 0.1, 0.2, 0.3),
     clean = evaluate_members(fresh(x), y)
     rows = [{"target": "clean", "attack": "none", "epsilon": 0.0, **clean,
              "attacked_accuracy": clean["accuracy"]}]
+    # attack() passes FGSM only the clip and batch arguments
+    kw = dict(clip_min=clip_min, clip_max=clip_max, batch_size=batch_size,
+              steps=pgd_steps, restarts=pgd_restarts, seed=attack_seed)
     for t in targets:
         fn = attack_function(model, 1 if t == "single" else n, attack_seed)
         for a in attacks:
             for eps in eps_list:
-                kw = dict(clip_min=clip_min, clip_max=clip_max, batch_size=batch_size)
-                if a == "pgd":
-                    kw.update(steps=pgd_steps, restarts=pgd_restarts, seed=attack_seed)
                 x_adv = attack(fn, x, y, eps, a, **kw)
                 attacked = np.concatenate(
                     [np.asarray(fn(tf.constant(x_adv[i:i + batch_size])))
                      for i in range(0, len(x_adv), batch_size)], axis=1)
-                row = {"target": t, "attack": a, "epsilon": eps,
-                       **evaluate_members(fresh(x_adv), y),
-                       "attacked_accuracy": metrics.accuracy_summed_logits(
-                           attacked, y, logits=True)}
-                rows.append(row)
+                rows.append({"target": t, "attack": a, "epsilon": eps,
+                             **evaluate_members(fresh(x_adv), y),
+                             "attacked_accuracy": metrics.accuracy_summed_logits(
+                                 attacked, y, logits=True)})
     return rows

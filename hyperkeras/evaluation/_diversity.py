@@ -69,13 +69,11 @@ def diversity(source, n=100, seed=0, include_bias=False, layer_names=None):
         layers[name] = {"norm_mean": mean, "norm_std": float(row.std()),
                         "norm_relative_std": float(row.std() / mean) if mean > 0 else 0.0}
     flat = np.concatenate([t.reshape(t.shape[0], -1) for pair in params for t in pair], 1)
-    d = pairwise_distances(flat)
-    k = len(flat)
-    mean_d = float(d.sum() / (k * (k - 1)))
+    mean_d = float(distance.pdist(flat).mean())  # over the pairs i < j
     mean_norm = float(np.linalg.norm(flat, axis=1).mean())
     return {"layers": layers, "mean_pairwise_distance": mean_d,
             "relative_pairwise_distance": mean_d / mean_norm if mean_norm > 0 else 0.0,
-            "networks": k}
+            "networks": len(flat)}
 
 
 def disagreement(members, x=None, n=None, seed=None, batch_size=500, logits=False):

@@ -1,11 +1,5 @@
-"""What every hyperkeras hypernetwork shares: sampling, ensembles, training, export.
-
-A hypernetwork model maps noise to all the weights of a target network
-(:class:`hyperkeras.targets.TargetNetwork`). Subclasses define the noise
-(``noise_dim``, ``noise_distribution``), ``codes(noise)`` and
-``generate_from_codes(codes)``, and their loss through the training hooks of
-:class:`~hyperkeras._members.OwnObjectiveModel`; this base class turns that
-into sampling with seeds, ensemble prediction, training from the model's
+"""What every hyperkeras hypernetwork shares (:class:`HyperModel`): sampling
+with seeds, ensemble prediction, training from the model's
 :class:`~hyperkeras.layers.NoiseSource`, ``.keras`` round trips and a
 SavedModel that needs no hyperkeras to load.
 """
@@ -24,7 +18,7 @@ from hyperkeras.layers import NoiseSource
 
 
 class HyperModel(OwnObjectiveModel):
-    """Base class of hypernetworks that generate a whole target network.
+    """Base class of hypernetworks: noise -> all weights of a target network.
 
     Args:
       target: a :class:`~hyperkeras.targets.TargetNetwork`, preset name or config.
@@ -37,20 +31,17 @@ class HyperModel(OwnObjectiveModel):
       seed: seed of the training noise (one :class:`NoiseSource`, saved and
         restored with the weights); ``None``: drawn from Python's ``random``.
 
-    Subclasses set ``noise_dim`` and define ``codes(noise)``, one tensor
+    Subclasses set ``noise_dim`` (and ``noise_distribution``) and define ``codes(noise)``, one tensor
     ``[K, num_codes, code_dim]`` (the mixer's or extractor's output), and
     ``generate_from_codes(codes)``, a list of ``(kernel, bias)`` pairs, and
     the training hooks ``objective`` and ``after_update``
     (:class:`~hyperkeras._members.OwnObjectiveModel`). Loss weights are
     constructor arguments (saved in ``get_config``).
 
-    ``fit`` reports ``task_loss``, ``accuracy``, the model's own metrics and,
-    with shared batches, ``disagreement`` of the step's networks (the mean
-    pairwise disagreement rate of their predicted classes; see
-    :class:`~hyperkeras._members.OwnObjectiveModel`).
     ``compile`` takes no ``loss`` or ``metrics`` (the models have their own
-    objectives); ``evaluate`` reports the task loss and accuracy of the
-    ``ensemble_size`` members averaged over examples.
+    objectives). ``fit`` reports ``task_loss``, ``accuracy``, the model's own
+    metrics and ``disagreement``, ``evaluate`` the task loss and accuracy of
+    the ``ensemble_size`` members (:class:`~hyperkeras._members.OwnObjectiveModel`).
     """
 
     noise_distribution = "normal"
@@ -171,13 +162,7 @@ class HyperModel(OwnObjectiveModel):
 
     # ------------------------------------------------------------------ config
     def get_config(self):
-        return {
-            "target": self.target.get_config(),
-            "task": self.task,
-            "ensemble_size": self.ensemble_size,
-            "eval_seed": self.eval_seed,
-            "networks_per_step": self.networks_per_step,
-            "batch_mode": self.batch_mode,
-            "seed": self.seed,
-            "name": self.name,
-        }
+        return {"target": self.target.get_config(), "task": self.task,
+                "ensemble_size": self.ensemble_size, "eval_seed": self.eval_seed,
+                "networks_per_step": self.networks_per_step,
+                "batch_mode": self.batch_mode, "seed": self.seed, "name": self.name}

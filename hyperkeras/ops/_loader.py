@@ -4,9 +4,6 @@ The library is loaded with ``tf.load_op_library`` on first use, never at
 import time. If it is missing or cannot be loaded, ``load()`` returns None and
 ``hyperkeras.ops.batched_conv2d`` falls back to pure TensorFlow (logged once).
 The op's gradient (its own backward kernels) is registered here.
-
-The op has no XLA kernel: Keras models that call it must be compiled with
-``jit_compile=False``.
 """
 
 import logging
@@ -40,17 +37,12 @@ def _gpu_visible():
 
 def load():
     """Loads the op library once; returns the module or None."""
-    if _state["tried"]:
-        return _state["module"]
     with _lock:
         if _state["tried"]:
             return _state["module"]
-        candidates = []
-        if os.path.exists(CUDA_OP_LIBRARY) and _gpu_visible():
-            candidates.append(CUDA_OP_LIBRARY)
-        candidates.append(OP_LIBRARY)
+        cuda = os.path.exists(CUDA_OP_LIBRARY) and _gpu_visible()
         errors = []
-        for path in candidates:
+        for path in [CUDA_OP_LIBRARY, OP_LIBRARY] if cuda else [OP_LIBRARY]:
             if not os.path.exists(path):
                 errors.append(f"{path} does not exist (build it with "
                               "`pip install --no-build-isolation -e .`)")
