@@ -53,9 +53,8 @@ class MemberModel(keras.Model):
         # Keras traces with relaxed shapes after the first call: a wrongly
         # shaped later input would fail deep in the graph without this check.
         shape = _first_leaf_shape(x)
-        if shape is None or (isinstance(shape, tf.TensorShape) and shape.rank is None):
-            return
-        self.target.check_batch_shape(shape)
+        if shape is not None and getattr(shape, "rank", 0) is not None:  # rank known
+            self.target.check_batch_shape(shape)
 
     def predict(self, x, *args, **kwargs):
         self._check_keras_input(x)
@@ -235,8 +234,7 @@ class OwnObjectiveModel(MemberModel):
         b = tf.shape(x)[0] // k
         tf.debugging.assert_equal(
             tf.shape(x)[0] % k, 0,
-            message=f"batch_mode='split' needs a batch size divisible by "
-                    f"networks_per_step={k}")
+            message=f"batch_mode='split' needs a batch size divisible by networks_per_step={k}")
         return tuple(tf.reshape(t[:b * k], tf.concat([[k, b], tf.shape(t)[1:]], 0))
                      for t in (x, y))
 

@@ -30,8 +30,7 @@ def _check_int(what, value):
     anything else are rejected, so no size is silently truncated.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{what} must be an integer, got {value!r} "
-                        f"({type(value).__name__})")
+        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__})")
     return int(value)
 
 
@@ -322,15 +321,13 @@ class TargetNetwork:
         per-network batches ``[K, B, ...]``.
         """
         if len(params) != len(self.layers):
-            raise ValueError(f"expected {len(self.layers)} (kernel, bias) pairs, "
-                             f"got {len(params)}")
-        x = tf.convert_to_tensor(x)
-        if x.dtype != tf.float32:
-            if not (x.dtype.is_floating or x.dtype.is_integer):
-                raise TypeError(f"input dtype must be numeric, got {x.dtype}")
-            x = tf.cast(x, tf.float32)
-        per_network = self.check_input(x, params[0][0].shape[0])
-        h = x
+            raise ValueError(f"expected {len(self.layers)} (kernel, bias) pairs, got {len(params)}")
+        h = tf.convert_to_tensor(x)
+        if h.dtype != tf.float32:
+            if not (h.dtype.is_floating or h.dtype.is_integer):
+                raise TypeError(f"input dtype must be numeric, got {h.dtype}")
+            h = tf.cast(h, tf.float32)
+        per_network = self.check_input(h, params[0][0].shape[0])
         for info, (kernel, bias) in zip(self.layers, params):
             spec = info.spec
             if info.kind == "conv":  # an empty batch (B = 0) gives an empty result

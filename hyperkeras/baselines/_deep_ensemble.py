@@ -59,8 +59,7 @@ class DeepEnsemble(OwnObjectiveModel):
     def _indices(self, n, seed):
         n = self.n_members if n is None else check_positive_int("n", n)
         if n > self.n_members:
-            raise ValueError(f"the ensemble has {self.n_members} members; cannot "
-                             f"draw {n}")
+            raise ValueError(f"the ensemble has {self.n_members} members; cannot draw {n}")
         if seed is None:
             return np.arange(n)
         return np.random.default_rng(seed).permutation(self.n_members)[:n]

@@ -4,12 +4,7 @@ An attack needs a differentiable function ``x -> logits`` of shape ``[B, C]``
 or ``[K, B, C]``; K members are fused by averaging their logits (the paper's
 uniformly weighted logit fusion; the scale does not change the argmax). Use
 :func:`attack_function` to fix ``n`` members of a model drawn with a seed.
-
-:func:`adversarial_evaluation` follows HyperGAN sec. 4.5: attack (a) one sampled
-network and (b) a whole ensemble of ``n`` networks, then test the adversarial
-images on a *fresh* ensemble of ``n`` networks drawn afterwards with another
-seed, reporting accuracy, predictive entropy and the fraction of fresh
-networks fooled for several epsilons.
+:func:`adversarial_evaluation` is HyperGAN's protocol (sec. 4.5).
 """
 
 import numpy as np

@@ -1,17 +1,11 @@
 """Input handling shared by the evaluation functions.
 
-Every evaluation function works on member predictions ``[K, N, classes]``:
-K ensemble members (sampled networks, dropout samples, ensemble members),
-N examples. They can be given as
-
-* a numpy/TF array of member probabilities (each row sums to one), or of
-  logits / log-probabilities with ``logits=True``;
-* a model exposing ``predict_members(x, n, seed, batch_size, probabilities)``
-  (every hyperkeras model and baseline) together with ``x``: the members are
-  then evaluated batch by batch, so 100 members x 10,000 images fit in memory.
-
-Internally everything is turned into log-probabilities (``log_softmax`` of the
-logits), so log-likelihoods never take the log of an underflowed probability.
+Member predictions ``[K, N, classes]`` (K members, N examples) come as an
+array of probabilities (logits or log-probabilities with ``logits=True``) or
+as a model with ``predict_members(x, n, seed, batch_size, probabilities)``
+plus ``x``, evaluated batch by batch (100 members x 10,000 images fit in
+memory). Internally everything becomes log-probabilities (``log_softmax`` of
+the logits), so log-likelihoods never take the log of an underflowed probability.
 """
 
 import numpy as np
@@ -30,11 +24,6 @@ def is_model(obj):
 def log_softmax(logits, axis=-1):
     """float64 log-softmax (scipy); a row that is all ``-inf`` gives NaN."""
     return special.log_softmax(np.asarray(logits, dtype=np.float64), axis=axis)
-
-
-def logsumexp(a, axis):
-    """float64 log-sum-exp (scipy); all ``-inf`` gives ``-inf``."""
-    return special.logsumexp(np.asarray(a, dtype=np.float64), axis=axis)
 
 
 def check_num_members(n, available=None):
@@ -97,8 +86,7 @@ def member_log_probs(members, x=None, n=None, seed=None, batch_size=500, logits=
     """
     if is_model(members):
         if x is None:
-            raise ValueError("x is required when a model is given instead of "
-                             "member predictions")
+            raise ValueError("x is required when a model is given instead of member predictions")
         if len(x) == 0:
             raise ValueError("x is empty")
         if getattr(members, "task", "classification") != "classification":
@@ -140,6 +128,5 @@ def check_labels(y, num_examples, num_classes=None):
             raise ValueError("labels must be integer class indices")
     y = y.astype(np.int64)
     if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got "
-                         f"[{y.min()}, {y.max()}]")
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
     return y

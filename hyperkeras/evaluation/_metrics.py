@@ -12,7 +12,6 @@ from hyperkeras._utils import check_positive_int
 from hyperkeras.evaluation._common import check_labels
 from hyperkeras.evaluation._common import check_probabilities
 from hyperkeras.evaluation._common import is_model
-from hyperkeras.evaluation._common import logsumexp
 from hyperkeras.evaluation._common import member_log_probs
 from hyperkeras.evaluation._diversity import disagreement
 
@@ -26,7 +25,7 @@ def _entropy_from_log(lp):
 
 def mean_log_probs(lp):
     """log of the mean member probability, ``[N, C]``: logsumexp_k - log K."""
-    return logsumexp(lp, axis=0) - np.log(lp.shape[0])
+    return special.logsumexp(lp, axis=0) - np.log(lp.shape[0])
 
 
 def ensemble_probabilities(members, x=None, n=None, seed=None, batch_size=500,
@@ -106,8 +105,7 @@ def negative_log_likelihood(members, y, x=None, n=None, seed=None, batch_size=50
     """Mean NLL of the ensemble, ``-mean log(1/K sum_k p_k(y|x))``, via logsumexp."""
     lp = member_log_probs(members, x, n, seed, batch_size, logits)
     y = check_labels(y, lp.shape[1], lp.shape[2])
-    picked = lp[:, np.arange(lp.shape[1]), y]             # [K, N]
-    return float(-np.mean(logsumexp(picked, axis=0) - np.log(lp.shape[0])))
+    return float(-np.mean(mean_log_probs(lp[:, np.arange(lp.shape[1]), y])))
 
 
 def calibration_bins(probs, y, num_bins=15):
@@ -121,8 +119,7 @@ def calibration_bins(probs, y, num_bins=15):
     num_bins = check_positive_int("num_bins", num_bins)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2:
-        raise ValueError(f"probabilities must have shape [N, classes], got "
-                         f"{list(probs.shape)}")
+        raise ValueError(f"probabilities must have shape [N, classes], got {list(probs.shape)}")
     probs = check_probabilities(probs, what="probabilities")
     y = check_labels(y, probs.shape[0], probs.shape[1])
     conf = probs.max(-1)
@@ -173,8 +170,7 @@ def ensemble_scores(members, y, x=None, sizes=DEFAULT_ENSEMBLE_SIZES, seed=None,
         raise ValueError(f"none of the ensemble sizes {sizes} is available: only "
                          f"{lp.shape[0]} members")
     singles = np.mean(np.argmax(lp, -1) == y[None], axis=1)
-    single_nll = np.array([negative_log_likelihood(lp[i:i + 1], y, logits=True)
-                           for i in range(kept[-1])])
+    single_nll = -lp[:, np.arange(len(y)), y].mean(1)
     single_ece = np.array([expected_calibration_error(lp[i:i + 1], y, logits=True,
                                                       num_bins=num_bins)
                            for i in range(kept[-1])])

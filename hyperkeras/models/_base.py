@@ -87,9 +87,8 @@ class HyperModel(OwnObjectiveModel):
         # (PerReplica ...) to a Tensor"). compile() builds these models and
         # their optimizers completely, so there is nothing left to build.
         optimizers = [getattr(self, "optimizer", None), getattr(self, "d_optimizer", None)]
-        if self.built and all(o is None or o.built for o in optimizers):
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if not (self.built and all(o is None or o.built for o in optimizers)):
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ----------------------------------------------------------------- training
     def training_noise(self):

@@ -2,10 +2,8 @@
 
 Path selection (one switch):
 
-* ``force_path("op" | "fallback" | None)`` (also a context manager) wins. It
-  is local to the calling thread (a ``contextvars.ContextVar``): two threads
-  forcing different paths do not see each other's choice, and leaving a
-  ``with force_path(...)`` block restores exactly what that thread had;
+* ``force_path("op" | "fallback" | None)`` wins, in the calling thread only
+  (a ``contextvars.ContextVar``; see :func:`force_path`);
 * otherwise the environment variable ``HYPERKERAS_OPS=op|fallback|auto``
   (default ``auto``), read at call time, process-wide;
 * ``auto`` uses the compiled op ``HyperKeras>BatchedConv2D`` when its library
@@ -35,7 +33,6 @@ from hyperkeras.ops._fallback import _static as _known
 
 logger = logging.getLogger("hyperkeras.ops")
 
-PATHS = ("op", "fallback")
 ENV_VAR = "HYPERKERAS_OPS"
 
 _forced = contextvars.ContextVar("hyperkeras_ops_forced_path", default=None)
@@ -48,8 +45,7 @@ def _requested():
         return _forced.get()
     value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if value not in ("op", "fallback", "auto"):
-        raise ValueError(f"{ENV_VAR} must be 'op', 'fallback' or 'auto', got "
-                         f"{value!r}")
+        raise ValueError(f"{ENV_VAR} must be 'op', 'fallback' or 'auto', got {value!r}")
     return value
 
 
@@ -57,12 +53,11 @@ def active_path():
     """Which implementation ``batched_conv2d`` uses now in this thread:
     "op" or "fallback"."""
     request = _requested()
-    if request == "fallback":
-        return "fallback"
+    if request == "auto":
+        return "op" if _loader.load() is not None else "fallback"
     if request == "op":
         _loader.require()
-        return "op"
-    return "op" if _loader.load() is not None else "fallback"
+    return request
 
 
 def force_path(path):
@@ -145,9 +140,8 @@ def _check(x, w, bias, padding, activation, pool_padding):
     if padding == "VALID":
         for dim, k in zip(x.shape[-3:-1], w.shape[1:3]):
             if _known(dim, k) and dim < k:
-                raise ValueError(
-                    f"input {x.shape} is smaller than the filter {w.shape[1:3]} "
-                    "with VALID padding")
+                raise ValueError(f"input {x.shape} is smaller than the filter "
+                                 f"{w.shape[1:3]} with VALID padding")
 
 
 def batched_conv2d(x, w, bias=None, padding="SAME", activation="none",

@@ -117,9 +117,8 @@ def _batched_conv2d_grad(op, dy, unused_dmask):
 def _no_second_order(op_name):
     def grad(op, *grads):
         raise LookupError(
-            f"hyperkeras: second-order gradients through {op_name} are not "
-            "implemented; use hyperkeras.ops.force_path('fallback') for "
-            "higher-order derivatives")
+            f"hyperkeras: second-order gradients through {op_name} are not implemented; "
+            "use hyperkeras.ops.force_path('fallback') for higher-order derivatives")
     return grad
 
 
