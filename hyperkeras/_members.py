@@ -156,8 +156,7 @@ class OwnObjectiveModel(MemberModel):
         super().__init__(**kwargs)
         self.task_trackers = [keras.metrics.Mean(name=self.task_loss_name),
                               keras.metrics.Mean(name="accuracy")]
-        self.objective_trackers = [keras.metrics.Mean(name=n)
-                                   for n in self.objective_metric_names]
+        self.objective_trackers = [keras.metrics.Mean(name=n) for n in self.objective_metric_names]
         self.disagreement_tracker = keras.metrics.Mean(name="disagreement")
 
     # ---------------------------------------------------------------- hooks
@@ -256,8 +255,7 @@ class OwnObjectiveModel(MemberModel):
         for tracker in self.objective_trackers:
             tracker.update_state(logs[tracker.name])
         if self.tracks_disagreement:
-            self.disagreement_tracker.update_state(disagreement(outputs),
-                                                   sample_weight=weight)
+            self.disagreement_tracker.update_state(disagreement(outputs), sample_weight=weight)
         return step_logs(self.metrics)
 
     def test_step(self, data):

@@ -82,19 +82,15 @@ def num_examples(x):
     return tf.cast(tf.shape(x)[0], tf.float32)
 
 
-def _multi_worker():
-    strategy = tf.distribute.get_strategy()
-    extended = getattr(strategy, "extended", None)
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
-
-
 def step_logs(metrics):
     """``{name: result}`` of a train/test step; ``[1]`` vectors under
     MultiWorkerMirroredStrategy over several workers, where Keras reduces
     step outputs with ``strategy.reduce("MEAN", v, axis=0)`` (fails on scalars).
     """
-    if _multi_worker():
+    strategy = tf.distribute.get_strategy()
+    extended = getattr(strategy, "extended", None)
+    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and getattr(extended, "_in_multi_worker_mode", lambda: False)()):
         return {m.name: tf.reshape(m.result(), [1]) for m in metrics}
     return {m.name: m.result() for m in metrics}
 

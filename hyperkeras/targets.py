@@ -113,9 +113,8 @@ class TargetNetwork:
             dims = tuple(input_shape)
         except TypeError:
             raise ValueError(f"input_shape must be a sequence of integers, got "
-                            f"{input_shape!r}") from None
-        self.input_shape = tuple(_check_int(f"input_shape[{i}]", d)
-                                 for i, d in enumerate(dims))
+                             f"{input_shape!r}") from None
+        self.input_shape = tuple(_check_int(f"input_shape[{i}]", d) for i, d in enumerate(dims))
         self.specs = tuple(layers)
         self.name = name
         if not self.specs:
@@ -191,8 +190,7 @@ class TargetNetwork:
     # ------------------------------------------------------------ (de)serialise
     def get_config(self):
         layers = [{**dataclasses.asdict(s), "type": type(s).__name__} for s in self.specs]
-        return {"input_shape": list(self.input_shape), "layers": layers,
-                "name": self.name}
+        return {"input_shape": list(self.input_shape), "layers": layers, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
@@ -450,8 +448,7 @@ def lenet5():
 
 def regression_1d():
     """The 1-100-1 ReLU regression network of HyperGAN's toy experiment."""
-    return TargetNetwork((1,), [Dense(100, "relu"), Dense(1, "none")],
-                         name="regression_1d")
+    return TargetNetwork((1,), [Dense(100, "relu"), Dense(1, "none")], name="regression_1d")
 
 
 PRESETS = {f.__name__: f for f in (hypergan_mnist, hypergan_cifar10, deutsch_mnist, lenet5,

@@ -70,8 +70,7 @@ class DeepEnsemble(OwnObjectiveModel):
         if len(idx) == self.n_members and np.all(idx == np.arange(self.n_members)):
             return list(zip(self.kernels, self.biases))
         idx = tf.constant(idx)
-        return [(tf.gather(k, idx), tf.gather(b, idx))
-                for k, b in zip(self.kernels, self.biases)]
+        return [(tf.gather(k, idx), tf.gather(b, idx)) for k, b in zip(self.kernels, self.biases)]
 
     @property
     def networks_per_step(self):

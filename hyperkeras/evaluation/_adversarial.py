@@ -75,8 +75,7 @@ def _loss_and_grad_fn(logits_fn):
 
 
 def _batched(fn, x, y, batch_size):
-    outs = [fn(x[i:i + batch_size], y[i:i + batch_size])
-            for i in range(0, len(x), batch_size)]
+    outs = [fn(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return np.concatenate(outs, 0)
 
 
@@ -139,8 +138,7 @@ def pgd(logits_fn, x, y, epsilon, steps=20, step_size=None, restarts=1,
 def attack(logits_fn, x, y, epsilon, method="fgsm", **kwargs):
     """Dispatch to :func:`fgsm` or :func:`pgd`."""
     if method == "fgsm":
-        kwargs = {k: v for k, v in kwargs.items()
-                  if k in ("clip_min", "clip_max", "batch_size")}
+        kwargs = {k: v for k, v in kwargs.items() if k in ("clip_min", "clip_max", "batch_size")}
         return fgsm(logits_fn, x, y, epsilon, **kwargs)
     if method == "pgd":
         return pgd(logits_fn, x, y, epsilon, **kwargs)

@@ -93,8 +93,7 @@ def member_log_probs(members, x=None, n=None, seed=None, batch_size=500, logits=
             raise ValueError("classification metrics need a classification model, "
                              f"got task={members.task!r}")
         n = check_num_members(n, getattr(members, "n_members", None))
-        out = members.predict_members(x, n=n, seed=seed, batch_size=batch_size,
-                                      probabilities=False)
+        out = members.predict_members(x, n=n, seed=seed, batch_size=batch_size, probabilities=False)
         return logits_to_log_probs(out)
     if x is not None:
         raise ValueError("x is only used with a model; member predictions were given")

@@ -125,8 +125,7 @@ def function_diversity(members, x=None, n=None, seed=None, batch_size=500, logit
 
 
 def _function_space_log_probs(members, x, n, seed, batch_size, logits):
-    lp = member_log_probs(members, x=x, n=n, seed=seed, batch_size=batch_size,
-                          logits=logits)
+    lp = member_log_probs(members, x=x, n=n, seed=seed, batch_size=batch_size, logits=logits)
     if lp.shape[0] < 2:
         raise ValueError(f"function-space diversity needs at least two members, got {lp.shape[0]}")
     return lp

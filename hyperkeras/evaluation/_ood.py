@@ -96,8 +96,7 @@ def uncertainty_scores(members, x=None, score="entropy", n=None, seed=None,
     """Per-example outlier scores ``[N]`` from member predictions or a model."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    lp = member_log_probs(members, x=x, n=n, seed=seed, batch_size=batch_size,
-                          logits=logits)
+    lp = member_log_probs(members, x=x, n=n, seed=seed, batch_size=batch_size, logits=logits)
     if score == "entropy":
         return metrics.predictive_entropy(lp, logits=True)
     if score == "mutual_information":

@@ -31,10 +31,10 @@ class HyperModel(OwnObjectiveModel):
       seed: seed of the training noise (one :class:`NoiseSource`, saved and
         restored with the weights); ``None``: drawn from Python's ``random``.
 
-    Subclasses set ``noise_dim`` (and ``noise_distribution``) and define ``codes(noise)``, one tensor
-    ``[K, num_codes, code_dim]`` (the mixer's or extractor's output), and
-    ``generate_from_codes(codes)``, a list of ``(kernel, bias)`` pairs, and
-    the training hooks ``objective`` and ``after_update``
+    Subclasses set ``noise_dim`` (and ``noise_distribution``) and define
+    ``codes(noise)``, one tensor ``[K, num_codes, code_dim]`` (the mixer's or
+    extractor's output), ``generate_from_codes(codes)``, a list of ``(kernel,
+    bias)`` pairs, and the training hooks ``objective`` and ``after_update``
     (:class:`~hyperkeras._members.OwnObjectiveModel`). Loss weights are
     constructor arguments (saved in ``get_config``).
 

@@ -103,8 +103,7 @@ def conv_output_size(n, k, padding="SAME", pool=False, pool_padding="VALID"):
 
 def _check(x, w, bias, padding, activation, pool_padding):
     if w.shape.rank != 5:
-        raise ValueError(
-            f"w must have rank 5 [K, kh, kw, Cin, Cout], got shape {w.shape}")
+        raise ValueError(f"w must have rank 5 [K, kh, kw, Cin, Cout], got shape {w.shape}")
     if x.shape.rank not in (4, 5):
         raise ValueError(
             "x must have rank 4 [B, H, W, C] (shared) or 5 [K, B, H, W, C] "
@@ -171,8 +170,7 @@ def batched_conv2d(x, w, bias=None, padding="SAME", activation="none",
     if path == "op" and float32:
         _log_once("op")
         if bias is None:
-            ws = tf.shape(w)
-            bias = tf.zeros(tf.stack([ws[0], ws[4]]), dtype=tf.float32)
+            bias = tf.zeros_like(w[:, 0, 0, 0])  # [K, Cout]
         y, _ = _loader.raw_op()(
             x, w, bias, padding=padding, activation=activation,
             alpha=float(alpha), pool=bool(pool), pool_padding=pool_padding)

@@ -34,8 +34,7 @@ def apply_activation(y, activation, alpha):
         return tf.nn.relu(y)
     if activation == "leaky_relu":
         return tf.nn.leaky_relu(y, alpha=alpha)
-    raise ValueError(
-        f"Unknown activation {activation!r}; expected one of {ACTIVATIONS}.")
+    raise ValueError(f"Unknown activation {activation!r}; expected one of {ACTIVATIONS}.")
 
 
 def _epilogue(y, bias, activation, alpha, pool, pool_padding):
@@ -101,8 +100,7 @@ def batched_conv2d_map(x, w, bias=None, padding="SAME", activation="none",
                        alpha=0.2, pool=False, pool_padding="VALID"):
     """Per-network input, any static-ness: tf.map_fn over the K networks."""
     if bias is None:
-        ws = tf.shape(w)
-        bias = tf.zeros(tf.stack([ws[0], ws[4]]), w.dtype)
+        bias = tf.zeros_like(w[:, 0, 0, 0])  # [K, Cout]
 
     def one(args):
         xi, wi, bi = args
