@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from hyperkeras import losses
 from hyperkeras._utils import adam_with_decay
+from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_weight
 from hyperkeras.layers import Extractor
 from hyperkeras.layers import FilterGenerator
@@ -77,6 +78,9 @@ class GaugeEntropyHyperNetwork(HyperModel):
       lambda_: weight of the accuracy term (paper: 1e3); must be > 0.
       entropy_weight: weight of the entropy term (1.0 is the paper's loss; 0
         switches diversity off, leaving an ensemble-free maximum-likelihood fit).
+      entropy_warmup: steps over which the entropy weight ramps linearly from 0
+        to ``entropy_weight`` (0: none). At full weight from the first step the
+        entropy can hold new networks at chance (``benchmarks/gauge_warmup.py``).
       seed: seed of the training noise.
       **kwargs: see :class:`~hyperkeras.models.HyperModel`; here
         ``networks_per_step`` defaults to 32 and ``batch_mode`` to "split"
@@ -97,7 +101,7 @@ class GaugeEntropyHyperNetwork(HyperModel):
     def __init__(self, target="deutsch_mnist", noise_dim=300, code_dim=15,
                  extractor_units=(300, 300), generator_units=None, alpha=0.05,
                  use_bias=True, init_gain=6.0, gauge="transform", gamma=1e-4, lambda_=1e3,
-                 entropy_weight=1.0, seed=None, networks_per_step=32,
+                 entropy_weight=1.0, entropy_warmup=200, seed=None, networks_per_step=32,
                  batch_mode="split", **kwargs):
         super().__init__(target, networks_per_step=networks_per_step,
                          batch_mode=batch_mode, seed=seed, **kwargs)
@@ -110,6 +114,8 @@ class GaugeEntropyHyperNetwork(HyperModel):
         self.gauge = gauge
         self.lambda_ = check_weight("lambda_", lambda_, strict=True)
         self.entropy_weight = check_weight("entropy_weight", entropy_weight)
+        self.entropy_warmup = (check_positive_int("entropy_warmup", entropy_warmup)
+                               if entropy_warmup != 0 else 0)
         self.gamma = check_weight("gamma", gamma)
         self.init_gain = check_weight("init_gain", init_gain, strict=True)
         layers = self.target.layers
@@ -196,10 +202,17 @@ class GaugeEntropyHyperNetwork(HyperModel):
         if self.entropy_weight == 0:
             flat = tf.stop_gradient(flat)
         entropy = losses.kl_entropy(flat, dim=self.noise_dim)
-        total = task_loss - self.entropy_weight * entropy / self.lambda_
+        total = task_loss - self.current_entropy_weight() * entropy / self.lambda_
         if self.gauge == "penalty":
             total += self.gamma * penalty / self.lambda_
         return total, {"loss": total, "entropy": entropy, "gauge_penalty": penalty}
+
+    def current_entropy_weight(self):
+        """The entropy weight of the next optimizer step (warm-up ramp applied)."""
+        if not self.entropy_warmup:
+            return tf.constant(self.entropy_weight)
+        step = tf.cast(self.optimizer.iterations + 1, tf.float32)
+        return self.entropy_weight * tf.minimum(1.0, step / self.entropy_warmup)
 
     def get_config(self):
         return {**super().get_config(), "noise_dim": self.noise_dim,
@@ -209,4 +222,5 @@ class GaugeEntropyHyperNetwork(HyperModel):
                 "alpha": self.alpha, "use_bias": self.use_bias,
                 "init_gain": self.init_gain, "gauge": self.gauge,
                 "gamma": self.gamma, "lambda_": self.lambda_,
-                "entropy_weight": self.entropy_weight}
+                "entropy_weight": self.entropy_weight,
+                "entropy_warmup": self.entropy_warmup}

@@ -99,8 +99,35 @@ def test_entropy_weight_zero_trains_and_reports_entropy():
     np.testing.assert_allclose(hist.history["loss"], hist.history["task_loss"], rtol=1e-5)
 
 
+def test_entropy_warmup_ramps_the_entropy_weight():
+    m = tiny_model(entropy_weight=0.5, entropy_warmup=4)
+    m.compile()
+    ramp = []
+    for it in (0, 1, 3, 100):
+        m.optimizer.iterations.assign(it)
+        ramp.append(float(m.current_entropy_weight()))
+    np.testing.assert_allclose(ramp, [0.125, 0.25, 0.5, 0.5])
+    off = tiny_model(entropy_weight=0.5, entropy_warmup=0)
+    off.compile()
+    assert float(off.current_entropy_weight()) == 0.5
+
+
+def test_entropy_warmup_is_the_weight_in_the_optimised_loss():
+    m = tiny_model(entropy_warmup=4, lambda_=10.0)
+    m.compile()
+    x, y = tiny_data(16)
+    h = m.fit(x, y, batch_size=16, steps_per_epoch=1, epochs=5, verbose=0).history
+    for step in range(5):  # step i (0-based) optimises task - min(1, (i+1)/4) H / lambda
+        weight = min(1.0, (step + 1) / 4)
+        np.testing.assert_allclose(
+            h["loss"][step], h["task_loss"][step] - weight * h["entropy"][step] / 10.0,
+            rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("kw", [dict(lambda_=0.0), dict(lambda_=-1.0), dict(noise_dim=0),
                                 dict(gauge="sorted"), dict(entropy_weight=-1.0),
+                                dict(entropy_warmup=-1), dict(entropy_warmup=2.5),
+                                dict(entropy_warmup="10"),
                                 dict(generator_units=[(4,), (4,)])])
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
@@ -116,7 +143,7 @@ def test_target_without_filters():
 
 
 def test_keras_round_trip_and_export(tmp_path):
-    m = tiny_model(gauge="penalty", gamma=0.5, entropy_weight=0.5)
+    m = tiny_model(gauge="penalty", gamma=0.5, entropy_weight=0.5, entropy_warmup=3)
     m.compile(optimizer=keras.optimizers.Adam(1e-3))
     x, y = tiny_data(16)
     m.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -125,6 +152,7 @@ def test_keras_round_trip_and_export(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, hk.GaugeEntropyHyperNetwork)
     assert loaded.gauge == "penalty" and loaded.gamma == 0.5 and loaded.entropy_weight == 0.5
+    assert loaded.entropy_warmup == m.entropy_warmup == 3
     np.testing.assert_allclose(loaded.sample_flat(3, 7).numpy(), m.sample_flat(3, 7).numpy(),
                                rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(loaded(x).numpy(), m(x).numpy(), rtol=1e-5, atol=1e-6)
