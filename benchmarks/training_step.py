@@ -39,6 +39,7 @@ sys.path.insert(0, HERE)
 MODELS = ("hypergan_mnist", "deutsch_mnist")
 PATHS = ("op", "fallback")
 K, B = 32, 32
+OPTIMIZER = "fused"  # hk.optimizers.FusedAdam, the models' default
 
 
 def matmul_rate(tf, n=1024, min_time=1.0):
@@ -94,12 +95,13 @@ def build(hk, keras, name):
     if name == "hypergan_mnist":
         model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=256, code_dim=128,
                             networks_per_step=K)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                      discriminator_optimizer=keras.optimizers.Adam(1e-4))
+        adam = keras.optimizers.Adam if OPTIMIZER == "keras" else hk.optimizers.FusedAdam
+        model.compile(optimizer=adam(1e-4), discriminator_optimizer=adam(1e-4))
         return model, B, False
     model = hk.GaugeEntropyHyperNetwork("deutsch_mnist", networks_per_step=K,
                                         batch_mode="split")
-    model.compile()
+    adam = keras.optimizers.Adam if OPTIMIZER == "keras" else hk.optimizers.FusedAdam
+    model.compile(optimizer=adam(keras.optimizers.schedules.ExponentialDecay(3e-4, 1, 0.99998)))
     return model, K * B, True
 
 
@@ -135,6 +137,7 @@ def run_one(name, path, steps, warmup):
     seconds = statistics.median(step_times)
     flops = target_flops(model.target, K, B, per_network) + generator_flops(tf, model, K)
     return {"model": name, "path": path, "K": K, "images_per_network": B,
+            "optimizer": OPTIMIZER,
             "input": "per_network" if per_network else "shared",
             "seconds_per_step": round(seconds, 4),
             "gflop_per_step": round(flops / 1e9, 3),
@@ -152,11 +155,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--networks", type=int, default=K, help="networks per step (K)")
+    ap.add_argument("--images", type=int, default=B,
+                    help="images per network (HyperGAN: shared by all networks)")
+    ap.add_argument("--optimizer", choices=("fused", "keras"), default=OPTIMIZER,
+                    help="hk.optimizers.FusedAdam or keras.optimizers.Adam")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.steps < 1 or args.warmup < 1:
-        ap.error(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
+    globals().update(K=args.networks, B=args.images, OPTIMIZER=args.optimizer)
+    if min(args.steps, args.warmup, args.networks, args.images) < 1:
+        ap.error("--steps, --warmup, --networks and --images must be >= 1")
     if args.one:
         print(json.dumps(run_one(*args.one, args.steps, args.warmup)))
         return
@@ -165,7 +174,9 @@ def main():
         for path in args.paths.split(","):
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
             r = subprocess.run([sys.executable, __file__, "--one", name, path,
-                                "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                                "--steps", str(args.steps), "--warmup", str(args.warmup),
+                                "--networks", str(K), "--images", str(B),
+                                "--optimizer", OPTIMIZER],
                                env=env, stdout=subprocess.PIPE, text=True)
             if r.returncode != 0:
                 rows.append({"model": name, "path": path, "error": f"exit {r.returncode}"})

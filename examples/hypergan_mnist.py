@@ -54,8 +54,8 @@ def main(argv):
                         beta=FLAGS.beta)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  discriminator_optimizer=keras.optimizers.Adam(FLAGS.d_learning_rate))
+    model.compile(optimizer=hk.optimizers.FusedAdam(schedule),
+                  discriminator_optimizer=hk.optimizers.FusedAdam(FLAGS.d_learning_rate))
     epochs = 10
     start = time.time()
     model.fit(train, steps_per_epoch=max(1, FLAGS.steps // epochs), epochs=epochs,

@@ -143,8 +143,8 @@ def build_method(name, input_shape, num_classes, seed=0):
     if name == "hypergan":
         model = hk.HyperGAN(with_classes(preset, input_shape, num_classes),
                             noise_dim=256, code_dim=128, networks_per_step=16, beta=1.0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      discriminator_optimizer=keras.optimizers.Adam(1e-4))
+        model.compile(optimizer=hk.optimizers.FusedAdam(1e-3),
+                      discriminator_optimizer=hk.optimizers.FusedAdam(1e-4))
         return model, 32
     if name == "gauge_entropy":
         cls = getattr(hk, "GaugeEntropyHyperNetwork", None)

@@ -55,8 +55,8 @@ def main(argv):
                         generator_units=(u, u), discriminator_units=(u, u),
                         task="regression", networks_per_step=FLAGS.networks,
                         beta=FLAGS.beta)
-    model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
-                  discriminator_optimizer=keras.optimizers.Adam(FLAGS.d_learning_rate))
+    model.compile(optimizer=hk.optimizers.FusedAdam(FLAGS.learning_rate),
+                  discriminator_optimizer=hk.optimizers.FusedAdam(FLAGS.d_learning_rate))
     start = time.time()
     epochs = 10
     hist = model.fit(x, y, batch_size=len(x), epochs=epochs * max(

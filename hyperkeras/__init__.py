@@ -2,8 +2,8 @@
 
 Public surface: the models (:class:`HyperGAN`, :class:`GaugeEntropyHyperNetwork`,
 their base :class:`HyperModel`), target-network specs (:mod:`targets`), layers,
-losses, the batched convolution op (:mod:`ops`), datasets, evaluation and
-baselines. ``hyperkeras.plots`` (matplotlib) is imported on demand.
+losses, the batched convolution op (:mod:`ops`), a fused Adam
+(:mod:`optimizers`), datasets, evaluation and baselines. ``hyperkeras.plots`` (matplotlib) is imported on demand.
 """
 
 import keras as _keras
@@ -21,6 +21,7 @@ from hyperkeras import evaluation  # noqa: E402
 from hyperkeras import layers  # noqa: E402
 from hyperkeras import losses  # noqa: E402
 from hyperkeras import ops  # noqa: E402
+from hyperkeras import optimizers  # noqa: E402
 from hyperkeras import targets  # noqa: E402
 from hyperkeras.models import GaugeEntropyHyperNetwork  # noqa: E402
 from hyperkeras.models import HyperGAN  # noqa: E402
@@ -34,5 +35,5 @@ __version__ = "0.1.0"
 __all__ = [
     "HyperGAN", "GaugeEntropyHyperNetwork", "HyperModel", "TargetNetwork", "Conv",
     "Dense", "baselines", "datasets", "evaluation", "layers", "losses", "ops",
-    "targets",
+    "optimizers", "targets",
 ]

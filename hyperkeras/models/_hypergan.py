@@ -11,6 +11,7 @@ from hyperkeras.layers import LatentDiscriminator
 from hyperkeras.layers import LayerGenerator
 from hyperkeras.layers import Mixer
 from hyperkeras.models._base import HyperModel
+from hyperkeras.optimizers import FusedAdam
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
@@ -71,18 +72,19 @@ class HyperGAN(HyperModel):
         self.discriminator(codes)
 
     # ---------------------------------------------------------------- training
-    def compile(self, optimizer="adam", discriminator_optimizer="adam", beta=None,
+    def compile(self, optimizer=None, discriminator_optimizer=None, beta=None,
                 **kwargs):
-        """``optimizer`` trains mixer and generators, ``discriminator_optimizer`` D.
+        """``optimizer`` trains mixer and generators, ``discriminator_optimizer`` D
+        (default for both: :class:`hyperkeras.optimizers.FusedAdam`, 1e-3).
         ``beta`` here is deprecated (it sets the constructor's ``beta``)."""
         if beta is not None:
             warnings.warn("HyperGAN.compile(beta=...) is deprecated: pass beta to "
                           "the constructor", DeprecationWarning, stacklevel=2)
             self.beta = check_weight("beta", beta)
         self.compile_own_objective(
-            optimizer, kwargs, "task loss + beta * adversarial loss, and the "
+            optimizer or FusedAdam(), kwargs, "task loss + beta * adversarial loss, and the "
             "discriminator's GAN loss")
-        self.d_optimizer = keras.optimizers.get(discriminator_optimizer)
+        self.d_optimizer = keras.optimizers.get(discriminator_optimizer or FusedAdam())
         self.build()
         self.optimizer.build(self.trained_variables())
         self.d_optimizer.build(self.discriminator.trainable_variables)
