@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 import hyperkeras as hk  # noqa: E402
 from hyperkeras import datasets  # noqa: E402
 from hyperkeras import losses  # noqa: E402
-from hyperkeras.models import adam_with_decay  # noqa: E402
+from hyperkeras.optimizers import adam_with_decay  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "Dataset name or local path (IDX folder, .npz).")

@@ -45,7 +45,7 @@ from hyperkeras import baselines
 from hyperkeras import datasets
 from hyperkeras import evaluation as ev
 from hyperkeras import plots
-from hyperkeras.models import adam_with_decay
+from hyperkeras.optimizers import adam_with_decay
 
 METHODS = ("hypergan", "gauge_entropy", "deep_ensemble", "mc_dropout")
 

@@ -1,5 +1,5 @@
 """Private helpers of hyperkeras' layers, models and baselines (no hyperkeras
-imports here; public names are re-exported, e.g. ``hyperkeras.models.adam_with_decay``).
+imports here; public names are re-exported by the public modules).
 """
 
 import keras
@@ -61,14 +61,6 @@ def stateless_noise(n, dim, seed, distribution="normal", low=-1.0, high=1.0):
         return tf.random.stateless_normal([dim], seed=s)
 
     return tf.map_fn(row, seeds, fn_output_signature=tf.float32)
-
-
-def adam_with_decay(learning_rate, decay_rate=None):
-    """Adam whose learning rate decays by ``decay_rate`` every step."""
-    if decay_rate is not None and decay_rate != 1.0:
-        learning_rate = keras.optimizers.schedules.ExponentialDecay(
-            learning_rate, decay_steps=1, decay_rate=decay_rate)
-    return keras.optimizers.Adam(learning_rate)
 
 
 # ------------------------------------------------------------- training steps

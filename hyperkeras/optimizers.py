@@ -30,3 +30,11 @@ class FusedAdam(keras.optimizers.Adam):
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
             epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+
+def adam_with_decay(learning_rate, decay_rate=None):
+    """:class:`FusedAdam` whose learning rate decays by ``decay_rate`` every step."""
+    if decay_rate is not None and decay_rate != 1.0:
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=1, decay_rate=decay_rate)
+    return FusedAdam(learning_rate)

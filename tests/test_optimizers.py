@@ -55,3 +55,11 @@ def test_fused_adam_serialises():
     again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert isinstance(again, hk.optimizers.FusedAdam)
     assert again.get_config() == opt.get_config()
+
+
+def test_adam_with_decay_is_fused_and_decays():
+    opt = hk.optimizers.adam_with_decay(1e-2, 0.5)
+    assert isinstance(opt, hk.optimizers.FusedAdam)
+    opt.iterations.assign(2)
+    np.testing.assert_allclose(float(opt.learning_rate), 1e-2 * 0.25, rtol=1e-6)
+    assert float(hk.optimizers.adam_with_decay(1e-2).learning_rate) == pytest.approx(1e-2)

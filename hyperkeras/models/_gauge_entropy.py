@@ -18,7 +18,6 @@ import keras
 import tensorflow as tf
 
 from hyperkeras import losses
-from hyperkeras._utils import adam_with_decay
 from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_weight
 from hyperkeras.layers import Extractor
@@ -26,6 +25,7 @@ from hyperkeras.layers import FilterGenerator
 from hyperkeras.losses._gauge import filter_penalty
 from hyperkeras.losses._gauge import fix_filters
 from hyperkeras.models._base import HyperModel
+from hyperkeras.optimizers import adam_with_decay
 
 GAUGES = ("transform", "penalty", "none")
 
