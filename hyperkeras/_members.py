@@ -48,7 +48,6 @@ class MemberModel(keras.Model):
 
     task = "classification"
 
-    # ------------------------------------------------- input checks (eager)
     def _check_keras_input(self, x):
         # Keras traces with relaxed shapes after the first call: a wrongly
         # shaped later input would fail deep in the graph without this check.
@@ -68,7 +67,6 @@ class MemberModel(keras.Model):
         self._check_keras_input(x)
         return super().fit(x, *args, **kwargs)
 
-    # ------------------------------------------------------------- members
     def member_params(self, n=None, seed=None):
         """The members ``member_logits`` uses when given no ``params``."""
         return self.sample(n, seed)
@@ -115,7 +113,6 @@ class MemberModel(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.target.output_dim)
 
-    # ------------------------------------------------------------- saving
     def get_compile_config(self):
         """What ``compile`` was given, so ``.keras`` loading can compile again."""
         if not self.compiled:
@@ -159,7 +156,6 @@ class OwnObjectiveModel(MemberModel):
         self.objective_trackers = [keras.metrics.Mean(name=n) for n in self.objective_metric_names]
         self.disagreement_tracker = keras.metrics.Mean(name="disagreement")
 
-    # ---------------------------------------------------------------- hooks
     def training_members(self):
         raise NotImplementedError
 
@@ -172,7 +168,6 @@ class OwnObjectiveModel(MemberModel):
     def trained_variables(self):
         return self.trainable_variables
 
-    # ------------------------------------------------------------- metrics
     def task_metrics(self):
         return self.task_trackers[:2 if self.task == "classification" else 1]
 
@@ -193,7 +188,6 @@ class OwnObjectiveModel(MemberModel):
             if value is not None:
                 tracker.update_state(value, sample_weight=weight)
 
-    # ---------------------------------------------------------------- steps
     def task_loss(self, outputs, y, shared=None):
         """Mean task loss and accuracy (None for regression) of ``[K, B, ...]`` outputs.
 

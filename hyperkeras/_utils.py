@@ -63,7 +63,6 @@ def stateless_noise(n, dim, seed, distribution="normal", low=-1.0, high=1.0):
     return tf.map_fn(row, seeds, fn_output_signature=tf.float32)
 
 
-# ------------------------------------------------------------- training steps
 def num_replicas():
     """Replicas of the current distribution strategy (losses are divided by it)."""
     return tf.distribute.get_strategy().num_replicas_in_sync

@@ -49,10 +49,6 @@ DATA_DIR_ENV = "HYPERKERAS_DATA_DIR"
 SPLITS = ("train", "test")
 
 
-# ----------------------------------------------------------------------------
-# Sources
-
-
 @dataclasses.dataclass(frozen=True)
 class DatasetSource:
     """``kind`` is ``"idx"``, ``"npz"`` or ``"tfds"``; ``path`` is ``None`` for tfds."""
@@ -129,10 +125,6 @@ def _parse_split(split):
             "tensorflow-datasets syntax ('train[:90%]', 'test[100:200]'). Carve a "
             "validation set from the training data, e.g. 'train[90%:]'.")
     return instr
-
-
-# ----------------------------------------------------------------------------
-# Local files -> raw numpy arrays
 
 
 def read_idx(path):
@@ -219,10 +211,6 @@ def _npz_arrays(path, split):
             f"{path} is missing key(s) {', '.join(missing)} for split {split!r} "
             f"(has: {', '.join(files) or 'nothing'}; expected x_train, y_train, x_test, y_test)")
     return arrays[0], arrays[1], f"{path}[{keys[0]}, {keys[1]}]"
-
-
-# ----------------------------------------------------------------------------
-# One path for every source: raw arrays -> checked, sliced, class-selected
 
 
 def _tfds_arrays(name, split, data_dir):
@@ -312,10 +300,6 @@ def _arrays(name_or_path, split, classes, relabel, limit, data_dir):
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return x, y, scale, base
-
-
-# ----------------------------------------------------------------------------
-# Public API
 
 
 def load_arrays(name_or_path, split="train", *, normalize=True, classes=None,

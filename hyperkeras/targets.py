@@ -169,7 +169,6 @@ class TargetNetwork:
             raise ValueError(f"{name}: unknown activation {spec.activation!r}; "
                              f"expected one of {_ACTIVATIONS}")
 
-    # ------------------------------------------------------------------ facts
     @property
     def output_dim(self):
         return self.layers[-1].output_shape[-1]
@@ -187,7 +186,6 @@ class TargetNetwork:
         parts = ", ".join(f"{l.kind}{l.kernel_shape}" for l in self.layers)
         return f"TargetNetwork({self.name!r}, input={self.input_shape}, [{parts}])"
 
-    # ------------------------------------------------------------ (de)serialise
     def get_config(self):
         layers = [{**dataclasses.asdict(s), "type": type(s).__name__} for s in self.specs]
         return {"input_shape": list(self.input_shape), "layers": layers, "name": self.name}
@@ -225,7 +223,6 @@ class TargetNetwork:
                 raise ValueError(f"{where} ({kind}): {e}") from e
         return cls(config["input_shape"], layers, config.get("name", "target"))
 
-    # --------------------------------------------------------- filter views
     def to_filters(self, params):
         """Per-layer ``[K, filters, filter_size]`` (weights then bias) views."""
         out = []
@@ -263,7 +260,6 @@ class TargetNetwork:
             params.append(tuple(pair))
         return params
 
-    # ------------------------------------------------------------ forward
     def check_input(self, x, num_networks=None):
         """Validate ``x``: ``[B, *input_shape]`` or ``[K, B, *input_shape]``."""
         shape = tuple(x.shape)
@@ -343,7 +339,6 @@ class TargetNetwork:
             per_network = True
         return h
 
-    # -------------------------------------------------- ordinary Keras model
     def _keras_layers(self, dropout=None):
         """``(layers, weighted)``: Keras layers of this architecture, in order,
         and those among them that hold a kernel and bias (one per target layer).
@@ -387,7 +382,6 @@ class TargetNetwork:
         return model
 
 
-# --------------------------------------------------------------------- presets
 def hypergan_mnist():
     """HyperGAN's MNIST target: conv 32x1x5x5, conv 32x32x5x5, linear 512x10.
 

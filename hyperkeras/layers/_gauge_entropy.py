@@ -12,6 +12,7 @@ so a sampled network never depends on the others drawn with it.
 import keras
 import tensorflow as tf
 
+from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_units
 from hyperkeras._utils import mlp
 
@@ -27,11 +28,8 @@ class Extractor(keras.layers.Layer):
     def __init__(self, num_codes, code_dim=15, hidden_units=(300, 300), alpha=0.05,
                  use_bias=True, **kwargs):
         super().__init__(**kwargs)
-        if int(num_codes) < 1 or int(code_dim) < 1:
-            raise ValueError(f"num_codes and code_dim must be >= 1, got "
-                             f"{num_codes}, {code_dim}")
-        self.num_codes = int(num_codes)
-        self.code_dim = int(code_dim)
+        self.num_codes = check_positive_int("num_codes", num_codes)
+        self.code_dim = check_positive_int("code_dim", code_dim)
         self.hidden_units = check_units("hidden_units", hidden_units)
         self.alpha = float(alpha)
         self.use_bias = bool(use_bias)
@@ -69,11 +67,8 @@ class FilterGenerator(keras.layers.Layer):
     def __init__(self, filter_size, filters_per_code=1, hidden_units=(100, 100),
                  alpha=0.05, scale=1.0, use_bias=True, **kwargs):
         super().__init__(**kwargs)
-        if int(filter_size) < 1 or int(filters_per_code) < 1:
-            raise ValueError(f"filter_size and filters_per_code must be >= 1, got "
-                             f"{filter_size}, {filters_per_code}")
-        self.filter_size = int(filter_size)
-        self.filters_per_code = int(filters_per_code)
+        self.filter_size = check_positive_int("filter_size", filter_size)
+        self.filters_per_code = check_positive_int("filters_per_code", filters_per_code)
         self.hidden_units = check_units("hidden_units", hidden_units)
         self.alpha = float(alpha)
         self.scale = float(scale)

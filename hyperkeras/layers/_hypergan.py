@@ -5,6 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
+from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_units
 from hyperkeras._utils import mlp
 
@@ -20,10 +21,8 @@ class Mixer(keras.layers.Layer):
     def __init__(self, num_codes, code_dim, hidden_units=(512,), activation="relu",
                  **kwargs):
         super().__init__(**kwargs)
-        if num_codes < 1 or code_dim < 1:
-            raise ValueError(f"num_codes and code_dim must be >= 1, got {num_codes}, {code_dim}")
-        self.num_codes = int(num_codes)
-        self.code_dim = int(code_dim)
+        self.num_codes = check_positive_int("num_codes", num_codes)
+        self.code_dim = check_positive_int("code_dim", code_dim)
         self.hidden_units = check_units("hidden_units", hidden_units)
         self.activation = activation
         self.net = mlp(self.hidden_units, activation, 0.2, name="mixer_mlp",

@@ -8,11 +8,6 @@ import tensorflow as tf
 _EPS = 1e-12
 
 
-def _digamma_int(n):
-    """psi(n) for a positive integer n."""
-    return float(special.digamma(int(n)))
-
-
 def log_unit_ball_volume(d):
     """log of the volume of the unit d-ball, ``pi^(d/2) / Gamma(d/2 + 1)``."""
     return 0.5 * d * math.log(math.pi) - special.gammaln(0.5 * d + 1.0)
@@ -75,7 +70,7 @@ def kl_entropy(samples, dim=None, full=False):
     d = float(d)
     nn2 = nearest_neighbour_sq_distances(samples)
     log_eps = 0.5 * tf.math.log(nn2 + _EPS)
-    h = _digamma_int(n) + d * tf.reduce_mean(log_eps)
+    h = float(special.digamma(n)) + d * tf.reduce_mean(log_eps)
     if full:
-        h += -_digamma_int(1) + log_unit_ball_volume(d)
+        h += -float(special.digamma(1)) + log_unit_ball_volume(d)
     return h

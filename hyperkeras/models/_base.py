@@ -65,7 +65,6 @@ class HyperModel(OwnObjectiveModel):
         self.noise_source = NoiseSource(seed, name="training_noise")
         self.seed = seed
 
-    # -------------------------------------------------------------- generation
     def generate(self, noise, training=False):
         """Map ``[K, noise_dim]`` noise to a list of ``(kernel, bias)`` pairs."""
         return self.generate_from_codes(self.codes(noise))
@@ -90,7 +89,6 @@ class HyperModel(OwnObjectiveModel):
         if not (self.built and all(o is None or o.built for o in optimizers)):
             super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    # ----------------------------------------------------------------- training
     def training_noise(self):
         """``[networks_per_step, noise_dim]`` noise from the model's NoiseSource."""
         shape = [self.networks_per_step, self.noise_dim]
@@ -103,7 +101,6 @@ class HyperModel(OwnObjectiveModel):
         codes = self.codes(self.training_noise())
         return self.generate_from_codes(codes), codes
 
-    # ----------------------------------------------------------------- sampling
     def sample_noise(self, n, seed=None):
         n = check_positive_int("number of networks", n)
         if seed is None:
@@ -123,7 +120,6 @@ class HyperModel(OwnObjectiveModel):
         return self.sample(self.ensemble_size if n is None else n,
                            self.eval_seed if seed is None else seed)
 
-    # -------------------------------------------------------------- SavedModel
     def export(self, filepath, format="tf_saved_model", ensemble_size=None, seed=None,
                verbose=True, **kwargs):
         """Write a SavedModel of the sampler that loads without hyperkeras.
@@ -159,7 +155,6 @@ class HyperModel(OwnObjectiveModel):
         archive.write_out(filepath, verbose=verbose)
         return filepath
 
-    # ------------------------------------------------------------------ config
     def get_config(self):
         return {"target": self.target.get_config(), "task": self.task,
                 "ensemble_size": self.ensemble_size, "eval_seed": self.eval_seed,

@@ -105,10 +105,8 @@ class GaugeEntropyHyperNetwork(HyperModel):
                  batch_mode="split", **kwargs):
         super().__init__(target, networks_per_step=networks_per_step,
                          batch_mode=batch_mode, seed=seed, **kwargs)
-        if isinstance(noise_dim, bool) or int(noise_dim) != noise_dim or noise_dim < 1:
-            raise ValueError(f"noise_dim must be an integer >= 1, got {noise_dim!r}")
-        if int(code_dim) < 1:
-            raise ValueError(f"code_dim must be >= 1, got {code_dim!r}")
+        self.noise_dim = check_positive_int("noise_dim", noise_dim)
+        self.code_dim = check_positive_int("code_dim", code_dim)
         if gauge not in GAUGES:
             raise ValueError(f"gauge must be one of {GAUGES}, got {gauge!r}")
         self.gauge = gauge
@@ -121,8 +119,6 @@ class GaugeEntropyHyperNetwork(HyperModel):
         layers = self.target.layers
         if sum(info.filters for info in layers) < 1:
             raise ValueError(f"target {self.target.name!r} has no filters to generate")
-        self.noise_dim = int(noise_dim)
-        self.code_dim = int(code_dim)
         self.extractor_units = tuple(int(u) for u in extractor_units)
         self.generator_units = _normalise_generator_units(generator_units, len(layers))
         self.alpha = float(alpha)
@@ -133,14 +129,11 @@ class GaugeEntropyHyperNetwork(HyperModel):
                                    self.extractor_units, self.alpha, self.use_bias,
                                    name="extractor")
         self.filter_generators = [
-            FilterGenerator(info.filter_size,
-                            info.filters if l == len(layers) - 1 else 1,
+            FilterGenerator(info.filter_size, info.filters if l == len(layers) - 1 else 1,
                             units, self.alpha, self.init_gain / math.sqrt(info.fan_in),
-                            self.use_bias,
-                            name=f"generator_{info.name}")
+                            self.use_bias, name=f"generator_{info.name}")
             for l, (info, units) in enumerate(zip(layers, self.generator_units))]
 
-    # -------------------------------------------------------------- generation
     def codes(self, noise):
         """The extractor's ``[K, num_codes, code_dim]`` codes: one per filter of
         layers 1..m-1 (in layer order), then one for the whole last layer."""
@@ -150,10 +143,6 @@ class GaugeEntropyHyperNetwork(HyperModel):
         """Per-layer filter views ``[K, filters, filter_size]`` (weights then bias)."""
         per_layer = tf.split(codes, self.codes_per_layer, axis=1)
         return [gen(c) for gen, c in zip(self.filter_generators, per_layer)]
-
-    def generate_filters(self, noise):
-        """:meth:`filters_from_codes` of ``codes(noise)``."""
-        return self.filters_from_codes(self.codes(noise))
 
     def generate_from_codes(self, codes):
         return self.target.from_filters(self.filters_from_codes(codes))
@@ -173,7 +162,6 @@ class GaugeEntropyHyperNetwork(HyperModel):
         return losses.kl_entropy(self.target.flatten(params),
                                  dim=self.noise_dim if dim is None else dim)
 
-    # ---------------------------------------------------------------- training
     def compile(self, optimizer=None, **kwargs):
         """Default optimizer: Adam 3e-4 decaying x0.99998 per step (the paper's)."""
         if optimizer is None:
@@ -190,7 +178,7 @@ class GaugeEntropyHyperNetwork(HyperModel):
         entropy only depends on distances, not on the order of coordinates),
         so the step converts layouts once, for the forward pass.
         """
-        filters = self.generate_filters(self.training_noise())
+        filters = self.filters_from_codes(self.codes(self.training_noise()))
         return self.target.from_filters(filters), filters
 
     def objective(self, task_loss, filters):

@@ -5,6 +5,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_weight
 from hyperkeras._utils import num_replicas
 from hyperkeras.layers import LatentDiscriminator
@@ -41,10 +42,8 @@ class HyperGAN(HyperModel):
                  mixer_units=(512,), generator_units=(512, 512),
                  discriminator_units=(512, 512), beta=1.0, **kwargs):
         super().__init__(target, **kwargs)
-        if noise_dim < 1 or code_dim < 1:
-            raise ValueError(f"noise_dim and code_dim must be >= 1, got {noise_dim}, {code_dim}")
-        self.noise_dim = int(noise_dim)
-        self.code_dim = int(code_dim)
+        self.noise_dim = check_positive_int("noise_dim", noise_dim)
+        self.code_dim = check_positive_int("code_dim", code_dim)
         self.mixer_units = tuple(mixer_units)
         self.generator_units = tuple(generator_units)
         self.discriminator_units = tuple(discriminator_units)
@@ -71,7 +70,6 @@ class HyperGAN(HyperModel):
         self.generate_from_codes(codes)
         self.discriminator(codes)
 
-    # ---------------------------------------------------------------- training
     def compile(self, optimizer=None, discriminator_optimizer=None, beta=None,
                 **kwargs):
         """``optimizer`` trains mixer and generators, ``discriminator_optimizer`` D
