@@ -25,14 +25,7 @@ class Layout {
  public:
   template <class T>
   size_t Add(int64_t n) {
-    const size_t off = Round(bytes_);
-    const size_t un = n > 0 ? static_cast<size_t>(n) : 0;
-    if (off < bytes_ || un > (SIZE_MAX / 2 - off) / sizeof(T)) {
-      overflow_ = true;
-      return 0;
-    }
-    bytes_ = off + un * sizeof(T);
-    return off;
+    return AddBytes(sizeof(T), n);
   }
   // `count` consecutive copies of `item` (each kAlign-rounded).
   size_t AddArray(const Layout& item, int64_t count) {
@@ -43,11 +36,13 @@ class Layout {
   bool overflow() const { return overflow_; }
 
  private:
+  // Sizes stay below SIZE_MAX / 2, so rounding never wraps.
+  static constexpr size_t kMax = SIZE_MAX / 2;
   static size_t Round(size_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
   size_t AddBytes(size_t each, int64_t count) {
     const size_t off = Round(bytes_);
     const size_t n = count > 0 ? static_cast<size_t>(count) : 0;
-    if (each && n > (SIZE_MAX / 2 - off) / each) {
+    if (overflow_ || off > kMax || (each && n > (kMax - off) / each)) {
       overflow_ = true;
       return 0;
     }
