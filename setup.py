@@ -37,7 +37,8 @@ CXXFLAGS = ["-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread",
 CPU_SOURCES = ["kernels/batched_conv_cpu.cc", "kernels/batched_conv_cpu_grad.cc"]
 OP_SOURCES = ["kernels/tf/batched_conv_op.cc"] + CPU_SOURCES
 PYBIND_SOURCES = ["kernels/pybind/batched_conv_module.cc"] + CPU_SOURCES
-DEPENDS = ["kernels/batched_conv.h", "kernels/batched_conv_cpu_impl.inc",
+DEPENDS = ["kernels/batched_conv.h", "kernels/batched_conv_cpu_scratch.h",
+           "kernels/batched_conv_cpu_impl.inc",
            "kernels/batched_conv_cpu_grad_impl.inc",
            "kernels/batched_conv_kernel.cuh", "kernels/batched_conv_grad_kernel.cuh",
            "kernels/batched_conv.cu"]

@@ -39,8 +39,33 @@ enum hk_activation { HK_ACT_NONE = 0, HK_ACT_RELU = 1, HK_ACT_LEAKY_RELU = 2 };
 enum hk_status {
   HK_OK = 0,
   HK_ERR_INVALID_ARGUMENT = 1,  /* bad shape / enum / null pointer */
-  HK_ERR_UNSUPPORTED = 2        /* e.g. filter too large for the GPU tile */
+  HK_ERR_UNSUPPORTED = 2,       /* e.g. filter too large for the GPU tile */
+  HK_ERR_OUT_OF_MEMORY = 3      /* the scratch allocator returned NULL */
 };
+
+/* Scratch memory of one CPU call (the C++ entry points at the end of this
+   header; the C API uses a heap-backed one). All the sizeable temporary
+   memory of a call -- packed filters, padded inputs, per-thread buffers,
+   partial sums -- comes from it; the CPU code allocates nothing else of
+   note.
+     alloc(ctx, bytes): a block of at least `bytes` bytes (bytes > 0),
+       aligned to at least 16 bytes (64 preferred), valid until the entry
+       point returns; the caller's implementation owns and frees it after
+       the call. NULL when it cannot: the entry point then returns
+       HK_ERR_OUT_OF_MEMORY before writing any output. It is called only on
+       the thread that made the call, before any parallel work, at most once
+       per call (one block, carved up by the CPU code), and its contents
+       need not be initialised.
+     max_workers: the most calls of the ParallelFor's body that can run at
+       once (its threads, counting the calling thread if it works too). One
+       per-thread buffer set is reserved for each (at most one per task);
+       if more bodies run at once, the extra ones wait for a free set, so a
+       low value costs speed, never correctness. Values < 1 count as 1. */
+typedef struct hk_cpu_scratch {
+  void* (*alloc)(void* ctx, size_t bytes);
+  void* ctx;
+  int max_workers;
+} hk_cpu_scratch;
 
 typedef struct hk_batched_conv_params {
   int64_t K, B, H, W, Cin, Cout;
@@ -314,7 +339,7 @@ static inline int hk_batched_conv_validate(const hk_batched_conv_params* p) {
 }
 
 /* Multithreaded CPU implementation (kernels/batched_conv_cpu.cc) using its own
-   std::thread pool. Returns an hk_status. */
+   std::thread pool and heap scratch memory. Returns an hk_status. */
 int hk_batched_conv_cpu(const hk_batched_conv_params* p);
 
 /* Checks a backward call: hk_batched_conv_check(&fwd); dy non-NULL and mask
@@ -376,6 +401,9 @@ cudaError_t hk_batched_conv_backprop_filter_cuda(
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <new>
+#include <vector>
 
 namespace hyperkeras {
 
@@ -385,23 +413,67 @@ using ParallelFor = std::function<void(
     int64_t n, int64_t cost_per_unit,
     const std::function<void(int64_t, int64_t)>& body)>;
 
-/* CPU implementation with a caller-supplied thread pool (TF's pool inside the
-   TF op). Returns an hk_status. */
-int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor);
+/* CPU implementation with a caller-supplied thread pool and scratch memory
+   (TF's pool and allocate_temp inside the TF op). Returns an hk_status. */
+int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor,
+                   const hk_cpu_scratch& scratch);
 
 /* SIMD level the CPU kernels use: 0 base (SSE2), 1 AVX2+FMA, 2 AVX-512;
    what the CPU supports, capped by the environment variable
    HYPERKERAS_CPU_ISA=base|avx2 (read once per process). */
 int CpuIsaLevel();
 
-/* CPU backward with a caller-supplied thread pool. */
+/* CPU backward with a caller-supplied thread pool and scratch memory. */
 int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& g,
-                                const ParallelFor& pfor);
+                                const ParallelFor& pfor,
+                                const hk_cpu_scratch& scratch);
 int BatchedConvBackpropFilterCpu(const hk_batched_conv_grad_params& g,
-                                 const ParallelFor& pfor);
+                                 const ParallelFor& pfor,
+                                 const hk_cpu_scratch& scratch);
 
-/* The default std::thread-based parallel-for used by hk_batched_conv_cpu. */
+/* The default std::thread-based parallel-for used by the C API, and the most
+   body calls it runs at once (its max_workers). */
 const ParallelFor& DefaultParallelFor();
+int DefaultParallelForWorkers();
+
+/* A heap-backed hk_cpu_scratch (the C API, the pybind11 module, tests): the
+   blocks live until this object is destroyed. Not thread-safe (the CPU code
+   only allocates on the calling thread). */
+class HeapScratch {
+ public:
+  explicit HeapScratch(int max_workers) {
+    scratch_.alloc = &HeapScratch::Alloc;
+    scratch_.ctx = this;
+    scratch_.max_workers = max_workers;
+  }
+  HeapScratch(const HeapScratch&) = delete;
+  HeapScratch& operator=(const HeapScratch&) = delete;
+  const hk_cpu_scratch& scratch() const { return scratch_; }
+  size_t bytes() const { return bytes_; }  /* total handed out */
+  int calls() const { return calls_; }
+
+ private:
+  static void* Alloc(void* ctx, size_t bytes) {
+    HeapScratch* self = static_cast<HeapScratch*>(ctx);
+    ++self->calls_;
+    if (bytes > SIZE_MAX - 64) return nullptr;
+    std::unique_ptr<unsigned char[]> block(new (std::nothrow) unsigned char[bytes + 63]);
+    if (!block) return nullptr;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(block.get());
+    void* aligned = block.get() + ((64 - a % 64) % 64);  /* 64-byte aligned */
+    try {
+      self->blocks_.push_back(std::move(block));
+    } catch (...) {
+      return nullptr;
+    }
+    self->bytes_ += bytes;
+    return aligned;
+  }
+  hk_cpu_scratch scratch_;
+  std::vector<std::unique_ptr<unsigned char[]>> blocks_;
+  size_t bytes_ = 0;
+  int calls_ = 0;
+};
 
 }  // namespace hyperkeras
 #endif

@@ -20,6 +20,9 @@
 // The micro-kernel is compiled for AVX-512, AVX2+FMA and baseline SSE2 with
 // `#pragma GCC target` and selected at run time (portable binary, no
 // -march=native).
+// Scratch memory (packed filters, padded input, the per-thread row buffers)
+// is one block from the caller's hk_cpu_scratch (TF's allocate_temp inside
+// the TF op), carved up by batched_conv_cpu_scratch.h.
 #include <algorithm>
 #include <atomic>
 #include <cfloat>
@@ -31,6 +34,7 @@
 #include <vector>
 
 #include "batched_conv.h"
+#include "batched_conv_cpu_scratch.h"
 
 namespace hyperkeras {
 namespace cpu_detail {
@@ -52,6 +56,8 @@ struct Geom {
 struct Buffers {
   const float* x;      // (possibly padded) input [N][hp][wp][cin]
   const float* wpack;  // packed filters
+  const float* zeros;  // cout zeros (the bias of a call without one)
+  const int64_t* off;  // wide path: hc*wc pixel offsets into an image
 };
 
 }  // namespace cpu_detail
@@ -171,7 +177,13 @@ const ParallelFor& DefaultParallelFor() {
   return pf;
 }
 
-int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
+int DefaultParallelForWorkers() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor,
+                   const hk_cpu_scratch& scratch) {
   const int status = hk_batched_conv_validate(&p);
   if (status != HK_OK) return status;
   cpu_detail::Geom g;
@@ -212,16 +224,50 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
   const int64_t taps = g.kh * g.kw;
   const int64_t wk_size = taps * g.cin * g.cout;
 
-  std::vector<float> wpack, bias_pack;
+  // All scratch memory of the call comes from one block of `scratch`:
+  // packed filters (and, wide, packed bias), the zero-padded input (SAME),
+  // a zero bias, the wide path's pixel offsets, and one per-thread buffer
+  // set (conv rows / the wide path's conv image) per concurrent body call.
+  const int64_t nimg = g.shared_input ? g.B : g.K * g.B;
+  const bool pad_x = p.padding == HK_PAD_SAME && (g.kh > 1 || g.kw > 1);
+  if (pad_x) {
+    g.hp = g.H + g.kh - 1;
+    g.wp = g.W + g.kw - 1;
+  } else {
+    g.hp = g.H;
+    g.wp = g.W;
+  }
+  const int64_t npix = g.hc * g.wc;
+  const int64_t wpack_size = wide ? ncb * taps * g.cin * cbw
+                                  : g.K * ncb * taps * g.cin * cbw;
+  const int64_t ntasks = wide ? ncb * g.B : g.K * g.B * g.ho;
+  const int64_t nslots = cpu_scratch::NumSlots(scratch, ntasks);
+  cpu_scratch::Layout slot;
+  const size_t o_rows =
+      slot.Add<float>(wide ? npix * cbw : (g.pool ? 2 : 1) * g.wc * g.cpad);
+  cpu_scratch::Layout call;
+  const size_t o_wpack = call.Add<float>(wpack_size);
+  const size_t o_bias = call.Add<float>(wide ? ncb * cbw : 0);
+  const size_t o_xpad = call.Add<float>(pad_x ? nimg * g.hp * g.wp * g.cin : 0);
+  const size_t o_zeros = call.Add<float>(wide ? 0 : g.cout);
+  const size_t o_off = call.Add<int64_t>(wide ? npix : 0);
+  const size_t o_free = call.Add<int64_t>(nslots);
+  const size_t o_slots = call.AddArray(slot, nslots);
+  void* const base = cpu_scratch::Allocate(scratch, call);
+  if (!base) return HK_ERR_OUT_OF_MEMORY;
+  float* const wpack = cpu_scratch::At<float>(base, o_wpack);
+
+  const float* bp = nullptr;
   if (wide) {
     // 1a'. Wide packing: [ncb][kh][kw*Cin][cbw] over the K*Cout channels
     // j = k*Cout + c; bias likewise [ncb*cbw].
-    wpack.resize(static_cast<size_t>(ncb * taps * g.cin * cbw));
-    bias_pack.assign(static_cast<size_t>(ncb * cbw), 0.f);
-    if (p.bias) std::memcpy(bias_pack.data(), p.bias, sizeof(float) * ncols);
+    float* bias_pack = cpu_scratch::At<float>(base, o_bias);
+    std::fill(bias_pack, bias_pack + ncb * cbw, 0.f);
+    if (p.bias) std::memcpy(bias_pack, p.bias, sizeof(float) * ncols);
+    bp = bias_pack;
     pfor(ncb, taps * g.cin * cbw * 2, [&](int64_t b0, int64_t b1) {
       for (int64_t cb = b0; cb < b1; ++cb) {
-        float* dst = wpack.data() + cb * taps * g.cin * cbw;
+        float* dst = wpack + cb * taps * g.cin * cbw;
         for (int64_t l0 = 0; l0 < cbw;) {
           const int64_t j = cb * cbw + l0;
           if (j >= ncols) {
@@ -240,11 +286,10 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
     });
   } else {
   // 1a. Pack filters: [K][ncb][kh][kw*Cin][cbw].
-  wpack.resize(static_cast<size_t>(g.K * ncb * taps * g.cin * cbw));
   pfor(g.K, wk_size * 2, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const float* src = p.w + k * wk_size;
-      float* dst = wpack.data() + k * ncb * taps * g.cin * cbw;
+      float* dst = wpack + k * ncb * taps * g.cin * cbw;
       for (int64_t cb = 0; cb < ncb; ++cb) {
         const int64_t c0 = cb * cbw;
         const int64_t nc = std::min(cbw, g.cout - c0);
@@ -259,55 +304,63 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
   }
 
   // 1b. Zero-pad the input once for SAME (VALID reads x in place).
-  const int64_t nimg = g.shared_input ? g.B : g.K * g.B;
-  std::vector<float> xpad;
   const float* xsrc = p.x;
-  if (p.padding == HK_PAD_SAME && (g.kh > 1 || g.kw > 1)) {
+  if (pad_x) {
     const int64_t pt = (g.kh - 1) / 2, pl = (g.kw - 1) / 2;
-    g.hp = g.H + g.kh - 1;
-    g.wp = g.W + g.kw - 1;
-    xpad.assign(static_cast<size_t>(nimg * g.hp * g.wp * g.cin), 0.f);
+    float* xpad = cpu_scratch::At<float>(base, o_xpad);
+    std::fill(xpad, xpad + nimg * g.hp * g.wp * g.cin, 0.f);
     pfor(nimg * g.H, g.W * g.cin, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t n = r / g.H, iy = r - n * g.H;
-        std::memcpy(xpad.data() + ((n * g.hp + iy + pt) * g.wp + pl) * g.cin,
+        std::memcpy(xpad + ((n * g.hp + iy + pt) * g.wp + pl) * g.cin,
                     p.x + (n * g.H + iy) * g.W * g.cin,
                     sizeof(float) * g.W * g.cin);
       }
     });
-    xsrc = xpad.data();
-  } else {
-    g.hp = g.H;
-    g.wp = g.W;
+    xsrc = xpad;
   }
 
-  cpu_detail::Buffers bf{xsrc, wpack.data()};
+  cpu_detail::Buffers bf{xsrc, wpack, nullptr, nullptr};
+  cpu_scratch::SlotPool slots(cpu_scratch::At<unsigned char>(base, o_slots),
+                              slot.bytes(), nslots,
+                              cpu_scratch::At<int64_t>(base, o_free));
   if (wide) {
+    int64_t* off = cpu_scratch::At<int64_t>(base, o_off);
+    for (int64_t i = 0; i < npix; ++i) {
+      const int64_t cy = i / g.wc, cx = i - cy * g.wc;
+      off[i] = (cy * g.wp + cx) * g.cin;
+    }
+    bf.off = off;
     // 2'. One task per (channel block, image), channel-block major.
-    const float* bp = bias_pack.data();
     const int64_t cost = g.hc * g.wc * cbw * taps * g.cin + 1;
-    pfor(ncb * g.B, cost, [&](int64_t t0, int64_t t1) {
+    pfor(ntasks, cost, [&](int64_t t0, int64_t t1) {
+      const cpu_scratch::SlotPool::Lease lease(slots);
+      float* buf = lease.Get<float>(o_rows);
       switch (isa) {
 #ifdef HK_X86_DISPATCH
-        case Isa::kAvx512: cpu_avx512::run_wide(g, bf, bp, t0, t1); break;
-        case Isa::kAvx2: cpu_avx2::run_wide(g, bf, bp, t0, t1); break;
+        case Isa::kAvx512: cpu_avx512::run_wide(g, bf, bp, buf, t0, t1); break;
+        case Isa::kAvx2: cpu_avx2::run_wide(g, bf, bp, buf, t0, t1); break;
 #endif
-        default: cpu_base::run_wide(g, bf, bp, t0, t1); break;
+        default: cpu_base::run_wide(g, bf, bp, buf, t0, t1); break;
       }
     });
     return HK_OK;
   }
 
   // 2. Conv + fused epilogue, one task per (k, b, output row).
-  const int64_t ntasks = g.K * g.B * g.ho;
+  float* zeros = cpu_scratch::At<float>(base, o_zeros);
+  std::fill(zeros, zeros + g.cout, 0.f);
+  bf.zeros = zeros;
   const int64_t cost = (g.pool ? 2 : 1) * g.wc * g.cpad * taps * g.cin + 1;
   pfor(ntasks, cost, [&](int64_t t0, int64_t t1) {
+    const cpu_scratch::SlotPool::Lease lease(slots);
+    float* rowbuf = lease.Get<float>(o_rows);
     switch (isa) {
 #ifdef HK_X86_DISPATCH
-      case Isa::kAvx512: cpu_avx512::run_tasks(g, bf, t0, t1); break;
-      case Isa::kAvx2: cpu_avx2::run_tasks(g, bf, t0, t1); break;
+      case Isa::kAvx512: cpu_avx512::run_tasks(g, bf, rowbuf, t0, t1); break;
+      case Isa::kAvx2: cpu_avx2::run_tasks(g, bf, rowbuf, t0, t1); break;
 #endif
-      default: cpu_base::run_tasks(g, bf, t0, t1); break;
+      default: cpu_base::run_tasks(g, bf, rowbuf, t0, t1); break;
     }
   });
   return HK_OK;
@@ -317,5 +370,7 @@ int BatchedConvCpu(const hk_batched_conv_params& p, const ParallelFor& pfor) {
 
 extern "C" int hk_batched_conv_cpu(const hk_batched_conv_params* p) {
   if (!p) return HK_ERR_INVALID_ARGUMENT;
-  return hyperkeras::BatchedConvCpu(*p, hyperkeras::DefaultParallelFor());
+  hyperkeras::HeapScratch scratch(hyperkeras::DefaultParallelForWorkers());
+  return hyperkeras::BatchedConvCpu(*p, hyperkeras::DefaultParallelFor(),
+                                    scratch.scratch());
 }

@@ -32,14 +32,18 @@
 //     so results are bitwise identical for any thread count / pool.
 // Kernels: batched_conv_cpu_grad_impl.inc compiled for AVX-512, AVX2+FMA and
 // baseline SSE2 (`#pragma GCC target`), chosen once at run time.
+// Scratch memory (packed / transposed filters, chunk partials, padded inputs,
+// the per-thread dz / padded-image buffers) is one block per call from the
+// caller's hk_cpu_scratch (TF's allocate_temp inside the TF op), carved up by
+// batched_conv_cpu_scratch.h.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <vector>
 
 #include "batched_conv.h"
+#include "batched_conv_cpu_scratch.h"
 
 namespace hyperkeras {
 namespace cpu_grad_detail {
@@ -200,7 +204,8 @@ void SetBackpropInputAlgorithmForTesting(int algorithm) {
 }
 
 int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& gp,
-                                const ParallelFor& pfor) {
+                                const ParallelFor& pfor,
+                                const hk_cpu_scratch& scratch) {
   if (hk_batched_conv_grad_validate(&gp) != HK_OK) return HK_ERR_INVALID_ARGUMENT;
   if (!gp.dx) return HK_OK;
   const Geo g = MakeGeo(gp.fwd);
@@ -247,10 +252,27 @@ int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& gp,
     const int64_t pack_size = ncb * g.kh * row_taps * cbw;
     // wf[pk][cb][q][s*N + n][lane] = w[k][kh-1-q][kw-1-s][cb*cbw+lane][c]
     // (shared: n = k*Cout + c, one pack; per-network: pack k, n = c).
-    std::vector<float> wf(static_cast<size_t>(npack * pack_size), 0.f);
+    const int64_t Hd = g.H + g.kh - 1, Wd = g.W + g.kw - 1;
+    // Scratch: wf, then per body call dz, the zero-padded dz and a dx row.
+    const int64_t nslots = cpu_scratch::NumSlots(scratch, nimg);
+    cpu_scratch::Layout slot;
+    const size_t o_dz = slot.Add<float>(g.P * N);
+    const size_t o_dzp = slot.Add<float>(Hd * Wd * N);
+    const size_t o_row = slot.Add<float>(g.W * cinpad);
+    cpu_scratch::Layout call;
+    const size_t o_wf = call.Add<float>(npack * pack_size);
+    const size_t o_free = call.Add<int64_t>(nslots);
+    const size_t o_slots = call.AddArray(slot, nslots);
+    void* const base = cpu_scratch::Allocate(scratch, call);
+    if (!base) return HK_ERR_OUT_OF_MEMORY;
+    float* const wf = cpu_scratch::At<float>(base, o_wf);
+    std::fill(wf, wf + npack * pack_size, 0.f);
+    cpu_scratch::SlotPool slots(cpu_scratch::At<unsigned char>(base, o_slots),
+                                slot.bytes(), nslots,
+                                cpu_scratch::At<int64_t>(base, o_free));
     pfor(g.K, g.M * g.cout * 2, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) {
-        float* pk = wf.data() + (g.shared ? 0 : k * pack_size);
+        float* pk = wf + (g.shared ? 0 : k * pack_size);
         const int64_t n0 = g.shared ? k * g.cout : 0;
         for (int64_t q = 0; q < g.kh; ++q)
           for (int64_t sx = 0; sx < g.kw; ++sx) {
@@ -263,25 +285,26 @@ int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& gp,
           }
       }
     });
-    const int64_t Hd = g.H + g.kh - 1, Wd = g.W + g.kw - 1;
     const int64_t cost = g.H * g.W * cinpad * g.kh * row_taps + 1;
     pfor(nimg, cost, [&](int64_t t0, int64_t t1) {
-      std::vector<float> dz(static_cast<size_t>(g.P * N));
-      std::vector<float> dzp(static_cast<size_t>(Hd * Wd * N), 0.f);
-      std::vector<float> rowbuf(static_cast<size_t>(g.W * cinpad));
+      const cpu_scratch::SlotPool::Lease lease(slots);
+      float* const dz = lease.Get<float>(o_dz);
+      float* const dzp = lease.Get<float>(o_dzp);  // border stays zero
+      float* const rowbuf = lease.Get<float>(o_row);
+      std::fill(dzp, dzp + Hd * Wd * N, 0.f);
       for (int64_t t = t0; t < t1; ++t) {
         const float* wk;
         if (g.shared) {
           for (int64_t k = 0; k < g.K; ++k)
-            ComputeDz(kern, g, gp.dy, gp.mask, k, t, dz.data() + k * g.cout, N, nullptr);
-          wk = wf.data();
+            ComputeDz(kern, g, gp.dy, gp.mask, k, t, dz + k * g.cout, N, nullptr);
+          wk = wf;
         } else {
           const int64_t k = t / g.B, b = t - k * g.B;
-          ComputeDz(kern, g, gp.dy, gp.mask, k, b, dz.data(), N, nullptr);
-          wk = wf.data() + k * pack_size;
+          ComputeDz(kern, g, gp.dy, gp.mask, k, b, dz, N, nullptr);
+          wk = wf + k * pack_size;
         }
         for (int64_t cy = 0; cy < g.hc; ++cy)
-          std::memcpy(dzp.data() + ((cy + PT) * Wd + PL) * N, dz.data() + cy * g.wc * N,
+          std::memcpy(dzp + ((cy + PT) * Wd + PL) * N, dz + cy * g.wc * N,
                       sizeof(float) * g.wc * N);
         float* dst = gp.dx + t * img;
         for (int64_t iy = 0; iy < g.H; ++iy) {
@@ -292,13 +315,13 @@ int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& gp,
             std::memset(drow, 0, sizeof(float) * g.W * g.cin);
             continue;
           }
-          kern.corr_row(nv, dzp.data() + iy * Wd * N, Wd * N, N, g.kh, q0, nq,
-                        row_taps, wk, ncb, rowbuf.data(), cinpad, g.W);
+          kern.corr_row(nv, dzp + iy * Wd * N, Wd * N, N, g.kh, q0, nq,
+                        row_taps, wk, ncb, rowbuf, cinpad, g.W);
           if (cinpad == g.cin) {
-            std::memcpy(drow, rowbuf.data(), sizeof(float) * g.W * g.cin);
+            std::memcpy(drow, rowbuf, sizeof(float) * g.W * g.cin);
           } else {
             for (int64_t ix = 0; ix < g.W; ++ix)
-              std::memcpy(drow + ix * g.cin, rowbuf.data() + ix * cinpad, sizeof(float) * g.cin);
+              std::memcpy(drow + ix * g.cin, rowbuf + ix * cinpad, sizeof(float) * g.cin);
           }
         }
       }
@@ -308,52 +331,68 @@ int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& gp,
   // Few input channels: G = dz * WT (SIMD over taps*Cin), then col2im.
   const int64_t Mpad = RoundUp(g.M, kern.vw);
   const int64_t ncols = g.K * g.cout;  // rows of WT
+  // Filter rows a whole number of vectors long: GEMM tiles go straight into
+  // the padded dx image (no G, no col2im pass).
+  const int64_t seg = g.kw * g.cin;
+  const bool fused = seg % kern.vw == 0;
+  // Scratch: WT, pbase, then per body call dz, G and the padded dx image.
+  const int64_t nslots = cpu_scratch::NumSlots(scratch, nimg);
+  cpu_scratch::Layout slot;
+  const size_t o_dz = slot.Add<float>(g.P * N);
+  const size_t o_G = slot.Add<float>(fused ? 0 : g.P * Mpad);
+  const size_t o_dxp = slot.Add<float>(g.hp * g.wp * g.cin);
+  cpu_scratch::Layout call;
+  const size_t o_wt = call.Add<float>(ncols * Mpad);
+  const size_t o_pbase = call.Add<int64_t>(fused ? g.P : 0);
+  const size_t o_free = call.Add<int64_t>(nslots);
+  const size_t o_slots = call.AddArray(slot, nslots);
+  void* const base = cpu_scratch::Allocate(scratch, call);
+  if (!base) return HK_ERR_OUT_OF_MEMORY;
+  cpu_scratch::SlotPool slots(cpu_scratch::At<unsigned char>(base, o_slots),
+                              slot.bytes(), nslots,
+                              cpu_scratch::At<int64_t>(base, o_free));
   // WT[k*cout + c][m] = w[k][m][c], zero padded to Mpad.
-  std::vector<float> wt(static_cast<size_t>(ncols * Mpad));
+  float* const wt = cpu_scratch::At<float>(base, o_wt);
   pfor(g.K, g.M * g.cout * 2, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k)
       for (int64_t c = 0; c < g.cout; ++c) {
-        float* dst = wt.data() + (k * g.cout + c) * Mpad;
+        float* dst = wt + (k * g.cout + c) * Mpad;
         const float* src = w + k * g.M * g.cout + c;
         for (int64_t m = 0; m < g.M; ++m) dst[m] = src[m * g.cout];
         std::fill(dst + g.M, dst + Mpad, 0.f);
       }
   });
   const int64_t cost = g.P * N * Mpad + g.P * g.M + 1;
-  // Filter rows a whole number of vectors long: GEMM tiles go straight into
-  // the padded dx image (no G, no col2im pass).
-  const int64_t seg = g.kw * g.cin;
-  const bool fused = seg % kern.vw == 0;
-  std::vector<int64_t> pbase(static_cast<size_t>(fused ? g.P : 0));
-  for (int64_t p = 0; p < static_cast<int64_t>(pbase.size()); ++p)
+  int64_t* const pbase = cpu_scratch::At<int64_t>(base, o_pbase);
+  for (int64_t p = 0; p < (fused ? g.P : 0); ++p)
     pbase[p] = ((p / g.wc) * g.wp + p % g.wc) * g.cin;
   pfor(nimg, cost, [&](int64_t t0, int64_t t1) {
-    std::vector<float> dz(static_cast<size_t>(g.P * N));
-    std::vector<float> G(static_cast<size_t>(fused ? 0 : g.P * Mpad));
-    std::vector<float> dxp(static_cast<size_t>(g.hp * g.wp * g.cin));
+    const cpu_scratch::SlotPool::Lease lease(slots);
+    float* const dz = lease.Get<float>(o_dz);
+    float* const G = lease.Get<float>(o_G);
+    float* const dxp = lease.Get<float>(o_dxp);
     for (int64_t t = t0; t < t1; ++t) {
       const float* wtk;
       if (g.shared) {
         for (int64_t k = 0; k < g.K; ++k)
-          ComputeDz(kern, g, gp.dy, gp.mask, k, t, dz.data() + k * g.cout, N, nullptr);
-        wtk = wt.data();
+          ComputeDz(kern, g, gp.dy, gp.mask, k, t, dz + k * g.cout, N, nullptr);
+        wtk = wt;
       } else {
         const int64_t k = t / g.B, b = t - k * g.B;
-        ComputeDz(kern, g, gp.dy, gp.mask, k, b, dz.data(), N, nullptr);
-        wtk = wt.data() + k * g.cout * Mpad;
+        ComputeDz(kern, g, gp.dy, gp.mask, k, b, dz, N, nullptr);
+        wtk = wt + k * g.cout * Mpad;
       }
-      std::fill(dxp.begin(), dxp.end(), 0.f);
+      std::fill(dxp, dxp + g.hp * g.wp * g.cin, 0.f);
       if (fused) {
-        kern.gemm_scatter(dz.data(), N, N, wtk, Mpad, seg, g.wp, g.cin,
-                          pbase.data(), g.P, dxp.data());
+        kern.gemm_scatter(dz, N, N, wtk, Mpad, seg, g.wp, g.cin, pbase, g.P, dxp);
       } else {
-        kern.gemm_rows(dz.data(), N, N, wtk, Mpad, G.data(), g.P);
-        kern.col2im(G.data(), Mpad, g.hc, g.wc, g.kh, g.kw, g.wp, g.cin, dxp.data());
+        kern.gemm_rows(dz, N, N, wtk, Mpad, G, g.P);
+        kern.col2im(G, Mpad, g.hc, g.wc, g.kh, g.kw, g.wp, g.cin, dxp);
       }
       float* dst = gp.dx + t * img;
       for (int64_t iy = 0; iy < g.H; ++iy)
         std::memcpy(dst + iy * g.W * g.cin,
-                    dxp.data() + ((iy + g.pt) * g.wp + g.pl) * g.cin,
+                    dxp + ((iy + g.pt) * g.wp + g.pl) * g.cin,
                     sizeof(float) * g.W * g.cin);
     }
   });
@@ -361,7 +400,8 @@ int BatchedConvBackpropInputCpu(const hk_batched_conv_grad_params& gp,
 }
 
 int BatchedConvBackpropFilterCpu(const hk_batched_conv_grad_params& gp,
-                                 const ParallelFor& pfor) {
+                                 const ParallelFor& pfor,
+                                 const hk_cpu_scratch& scratch) {
   if (hk_batched_conv_grad_validate(&gp) != HK_OK) return HK_ERR_INVALID_ARGUMENT;
   if (!gp.dw && !gp.dbias) return HK_OK;
   const Geo g = MakeGeo(gp.fwd);
@@ -380,46 +420,70 @@ int BatchedConvBackpropFilterCpu(const hk_batched_conv_grad_params& gp,
   nch = std::min(nch, std::max<int64_t>(1, g.B * flops_img / (1 << 20)));
   nch = std::min(nch, g.B);
   const int64_t part_size = g.M * cpad + cpad;  // dW then dbias
-  std::vector<float> part(static_cast<size_t>(g.K * nch * part_size), 0.f);
-  std::vector<int64_t> off(static_cast<size_t>(g.M));
+  const int64_t pimg = g.hp * g.wp * g.cin, img = g.H * g.W * g.cin;
+  const bool pad_shared = want_w && g.shared && g.pad;
+  const bool pad_each = want_w && !g.shared && g.pad;
+  // Scratch: the chunk partials, tap offsets, the padded shared input, then
+  // per body call dz and a padded input image.
+  const int64_t nslots = cpu_scratch::NumSlots(scratch, g.K * nch);
+  cpu_scratch::Layout slot;
+  const size_t o_dz = slot.Add<float>(g.P * cpad);
+  const size_t o_xbuf = slot.Add<float>(pad_each ? pimg : 0);
+  cpu_scratch::Layout call;
+  const size_t o_part = call.Add<float>(g.K * nch * part_size);
+  const size_t o_off = call.Add<int64_t>(g.M);
+  const size_t o_xpad = call.Add<float>(pad_shared ? g.B * pimg : 0);
+  const size_t o_free = call.Add<int64_t>(nslots);
+  const size_t o_slots = call.AddArray(slot, nslots);
+  void* const base = cpu_scratch::Allocate(scratch, call);
+  if (!base) return HK_ERR_OUT_OF_MEMORY;
+  cpu_scratch::SlotPool slots(cpu_scratch::At<unsigned char>(base, o_slots),
+                              slot.bytes(), nslots,
+                              cpu_scratch::At<int64_t>(base, o_free));
+  float* const part = cpu_scratch::At<float>(base, o_part);
+  int64_t* const off = cpu_scratch::At<int64_t>(base, o_off);
   for (int64_t m = 0; m < g.M; ++m) {
     const int64_t seg = g.kw * g.cin;
     off[m] = (m / seg) * g.wp * g.cin + m % seg;
   }
   // Shared input: pad the B images once (not K times).
-  std::vector<float> xpad_shared;
-  const int64_t pimg = g.hp * g.wp * g.cin, img = g.H * g.W * g.cin;
-  if (want_w && g.shared && g.pad) {
-    xpad_shared.assign(static_cast<size_t>(g.B * pimg), 0.f);
+  float* const xpad_shared = cpu_scratch::At<float>(base, o_xpad);
+  if (pad_shared) {
     pfor(g.B, img, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        PadImage(g, gp.fwd.x + b * img, xpad_shared.data() + b * pimg);
+      for (int64_t b = b0; b < b1; ++b) {
+        std::fill(xpad_shared + b * pimg, xpad_shared + (b + 1) * pimg, 0.f);
+        PadImage(g, gp.fwd.x + b * img, xpad_shared + b * pimg);
+      }
     });
   }
   const int64_t cost = (g.B / nch + 1) * flops_img + 1;
   pfor(g.K * nch, cost, [&](int64_t t0, int64_t t1) {
-    std::vector<float> dz(static_cast<size_t>(g.P * cpad), 0.f);
-    std::vector<float> xbuf;
-    if (want_w && !g.shared && g.pad) xbuf.assign(static_cast<size_t>(pimg), 0.f);
+    const cpu_scratch::SlotPool::Lease lease(slots);
+    // dz's columns [cout, cpad) and xbuf's border stay zero.
+    float* const dz = lease.Get<float>(o_dz);
+    float* const xbuf = lease.Get<float>(o_xbuf);
+    std::fill(dz, dz + g.P * cpad, 0.f);
+    if (pad_each) std::fill(xbuf, xbuf + pimg, 0.f);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t k = t / nch, ch = t - k * nch;
       const int64_t b0 = g.B * ch / nch, b1 = g.B * (ch + 1) / nch;
-      float* pw = part.data() + t * part_size;
+      float* pw = part + t * part_size;
       float* pb = pw + g.M * cpad;
+      std::fill(pw, pw + part_size, 0.f);
       for (int64_t b = b0; b < b1; ++b) {
-        ComputeDz(kern, g, gp.dy, gp.mask, k, b, dz.data(), cpad, want_b ? pb : nullptr);
+        ComputeDz(kern, g, gp.dy, gp.mask, k, b, dz, cpad, want_b ? pb : nullptr);
         if (want_w) {
           const float* xin;
           if (g.shared) {
-            xin = g.pad ? xpad_shared.data() + b * pimg : gp.fwd.x + b * img;
+            xin = g.pad ? xpad_shared + b * pimg : gp.fwd.x + b * img;
           } else if (g.pad) {
-            PadImage(g, gp.fwd.x + (k * g.B + b) * img, xbuf.data());
-            xin = xbuf.data();
+            PadImage(g, gp.fwd.x + (k * g.B + b) * img, xbuf);
+            xin = xbuf;
           } else {
             xin = gp.fwd.x + (k * g.B + b) * img;
           }
           kern.dw_accum(xin, g.hc, g.wc, g.wp, g.cin, g.kh, g.kw * g.cin,
-                        off.data(), g.M, dz.data(), cpad, pw);
+                        off, g.M, dz, cpad, pw);
         }
       }
     }
@@ -428,7 +492,7 @@ int BatchedConvBackpropFilterCpu(const hk_batched_conv_grad_params& gp,
   // outputs.
   pfor(g.K, nch * part_size, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
-      const float* base = part.data() + k * nch * part_size;
+      const float* base = part + k * nch * part_size;
       if (want_w) {
         float* dst = gp.dw + k * g.M * g.cout;
         for (int64_t m = 0; m < g.M; ++m)
@@ -456,11 +520,15 @@ int BatchedConvBackpropFilterCpu(const hk_batched_conv_grad_params& gp,
 extern "C" int hk_batched_conv_backprop_input_cpu(
     const hk_batched_conv_grad_params* g) {
   if (!g) return HK_ERR_INVALID_ARGUMENT;
-  return hyperkeras::BatchedConvBackpropInputCpu(*g, hyperkeras::DefaultParallelFor());
+  hyperkeras::HeapScratch scratch(hyperkeras::DefaultParallelForWorkers());
+  return hyperkeras::BatchedConvBackpropInputCpu(*g, hyperkeras::DefaultParallelFor(),
+                                                 scratch.scratch());
 }
 
 extern "C" int hk_batched_conv_backprop_filter_cpu(
     const hk_batched_conv_grad_params* g) {
   if (!g) return HK_ERR_INVALID_ARGUMENT;
-  return hyperkeras::BatchedConvBackpropFilterCpu(*g, hyperkeras::DefaultParallelFor());
+  hyperkeras::HeapScratch scratch(hyperkeras::DefaultParallelForWorkers());
+  return hyperkeras::BatchedConvBackpropFilterCpu(*g, hyperkeras::DefaultParallelFor(),
+                                                  scratch.scratch());
 }

@@ -9,6 +9,7 @@
 #include <functional>
 #include <thread>
 #include <cstdint>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -105,6 +106,7 @@ py::object BatchedConvCpu(FArray x, FArray w, py::object bias,
     py::gil_scoped_release release;
     status = hk_batched_conv_cpu(&p);
   }
+  if (status == HK_ERR_OUT_OF_MEMORY) throw std::bad_alloc();  // MemoryError
   if (status != HK_OK)
     throw py::value_error("batched_conv2d: invalid arguments (status " +
                           std::to_string(status) + ")");
@@ -176,13 +178,17 @@ py::tuple BatchedConvBackpropCpu(FArray x, FArray w, FArray dy, py::object mask_
     py::gil_scoped_release release;
     if (num_threads > 0) {
       const hyperkeras::ParallelFor pf = FixedThreadsParallelFor(num_threads);
-      if (need_dx) st1 = hyperkeras::BatchedConvBackpropInputCpu(g, pf);
-      if (need_dw) st2 = hyperkeras::BatchedConvBackpropFilterCpu(g, pf);
+      // Heap scratch with one per-thread buffer set per thread.
+      hyperkeras::HeapScratch scratch(num_threads);
+      if (need_dx) st1 = hyperkeras::BatchedConvBackpropInputCpu(g, pf, scratch.scratch());
+      if (need_dw) st2 = hyperkeras::BatchedConvBackpropFilterCpu(g, pf, scratch.scratch());
     } else {
       if (need_dx) st1 = hk_batched_conv_backprop_input_cpu(&g);
       if (need_dw) st2 = hk_batched_conv_backprop_filter_cpu(&g);
     }
   }
+  if (st1 == HK_ERR_OUT_OF_MEMORY || st2 == HK_ERR_OUT_OF_MEMORY)
+    throw std::bad_alloc();  // MemoryError
   if (st1 != HK_OK || st2 != HK_OK)
     throw py::value_error("batched_conv2d_backprop: invalid arguments (status " +
                           std::to_string(st1 ? st1 : st2) + ")");

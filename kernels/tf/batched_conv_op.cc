@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -198,6 +199,50 @@ enum class Pass { kForward, kBackpropInput, kBackpropFilter };
 template <typename Device>
 struct Launch;
 
+// The CPU kernels' scratch memory (hk_cpu_scratch) from TensorFlow's
+// allocator: each block is a uint8 temp tensor of the op (ctx->allocate_temp),
+// kept alive by this object until the kernel call returns. The CPU code calls
+// it only on the op's own thread, before its parallel work.
+class TfScratch {
+ public:
+  TfScratch(OpKernelContext* ctx, int max_workers) : ctx_(ctx) {
+    scratch_.alloc = &TfScratch::Alloc;
+    scratch_.ctx = this;
+    scratch_.max_workers = max_workers;
+  }
+  const hk_cpu_scratch& scratch() const { return scratch_; }
+  // Why the last allocation failed (OK if none did), and its size.
+  const absl::Status& status() const { return status_; }
+  size_t failed_bytes() const { return failed_bytes_; }
+
+ private:
+  static void* Alloc(void* self_ptr, size_t bytes) {
+    TfScratch* self = static_cast<TfScratch*>(self_ptr);
+    TensorShape shape;
+    absl::Status s;
+    if (bytes > static_cast<size_t>(INT64_MAX))
+      s = errors::ResourceExhausted("scratch size overflows int64");
+    if (s.ok())
+      s = TensorShape::BuildTensorShape({static_cast<int64_t>(bytes)}, &shape);
+    Tensor t;
+    if (s.ok()) s = self->ctx_->allocate_temp(::tensorflow::DT_UINT8, shape, &t);
+    if (!s.ok()) {
+      self->status_ = s;
+      self->failed_bytes_ = bytes;
+      return nullptr;
+    }
+    void* data = t.flat<uint8_t>().data();
+    self->temps_.push_back(std::move(t));  // buffers are ref-counted: data stays
+    return data;
+  }
+
+  OpKernelContext* ctx_;
+  hk_cpu_scratch scratch_;
+  std::vector<Tensor> temps_;
+  absl::Status status_;
+  size_t failed_bytes_ = 0;
+};
+
 template <>
 struct Launch<CPUDevice> {
   static absl::Status Run(OpKernelContext* ctx, Pass pass,
@@ -207,11 +252,36 @@ struct Launch<CPUDevice> {
                               const std::function<void(int64_t, int64_t)>& body) {
       pool->ParallelFor(n, cost, body);
     };
+    // ThreadPool::ParallelFor runs the body on the pool's threads and on the
+    // calling thread.
+    TfScratch scratch(ctx, pool->NumThreads() + 1);
     int status = HK_OK;
     switch (pass) {
-      case Pass::kForward: status = BatchedConvCpu(g.fwd, pfor); break;
-      case Pass::kBackpropInput: status = BatchedConvBackpropInputCpu(g, pfor); break;
-      case Pass::kBackpropFilter: status = BatchedConvBackpropFilterCpu(g, pfor); break;
+      case Pass::kForward:
+        status = BatchedConvCpu(g.fwd, pfor, scratch.scratch());
+        break;
+      case Pass::kBackpropInput:
+        status = BatchedConvBackpropInputCpu(g, pfor, scratch.scratch());
+        break;
+      case Pass::kBackpropFilter:
+        status = BatchedConvBackpropFilterCpu(g, pfor, scratch.scratch());
+        break;
+    }
+    if (status == HK_ERR_OUT_OF_MEMORY) {
+      static const char* const kNames[] = {"HyperKeras>BatchedConv2D",
+                                           "HyperKeras>BatchedConv2DBackpropInput",
+                                           "HyperKeras>BatchedConv2DBackpropFilter"};
+      const char* name = kNames[static_cast<int>(pass)];
+      const absl::Status& why = scratch.status();
+      if (why.ok())  // the CPU code's size computation overflowed
+        return errors::ResourceExhausted(
+            name, " CPU kernel: the scratch memory for these shapes does not "
+            "fit in size_t");
+      return absl::Status(
+          why.code(), absl::StrCat(name, " CPU kernel: could not allocate ",
+                                   scratch.failed_bytes(),
+                                   " bytes of scratch memory (allocate_temp): ",
+                                   why.message()));
     }
     if (status != HK_OK)
       return errors::InvalidArgument("HyperKeras>BatchedConv2D: CPU kernel "

@@ -28,7 +28,7 @@ KERNELS = os.path.join(ROOT, "kernels")
 SOURCES = [os.path.join(KERNELS, f) for f in (
     "pybind/batched_conv_module.cc", "batched_conv_cpu.cc",
     "batched_conv_cpu_grad.cc", "batched_conv.h", "batched_conv_cpu_impl.inc",
-    "batched_conv_cpu_grad_impl.inc")]
+    "batched_conv_cpu_grad_impl.inc", "batched_conv_cpu_scratch.h")]
 MODNAME = "_batched_conv_pybind"
 
 
