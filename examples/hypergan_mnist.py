@@ -32,6 +32,13 @@ flags.DEFINE_float("d_learning_rate", 1e-4, "Adam learning rate of the discrimin
 flags.DEFINE_float("beta", 1.0, "Weight of the adversarial prior loss.")
 flags.DEFINE_integer("noise_dim", 256, "Mixer noise size s.")
 flags.DEFINE_integer("code_dim", 128, "Per-layer code size d.")
+flags.DEFINE_float("entropy_weight", 0.0,
+                   "Weight of the entropy of the generated (gauge-fixed) networks.")
+flags.DEFINE_string("train_split", "train", "Split trained on (tfds slicing syntax).")
+flags.DEFINE_string("eval_split", "test",
+                    "Split evaluated on; to choose settings use a validation split carved "
+                    "from the training data: --train_split 'train[:50000]' "
+                    "--eval_split 'train[50000:]'.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out", "runs/hypergan_mnist", "Output folder.")
 
@@ -45,13 +52,13 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
     print("dataset:", datasets.describe(FLAGS.dataset), flush=True)
-    train = datasets.load(FLAGS.dataset, "train", batch_size=FLAGS.batch_size,
+    train = datasets.load(FLAGS.dataset, FLAGS.train_split, batch_size=FLAGS.batch_size,
                           shuffle=True, seed=FLAGS.seed, drop_remainder=True).repeat()
-    x_test, y_test = datasets.load_arrays(FLAGS.dataset, "test")
+    x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
-                        beta=FLAGS.beta)
+                        beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
     model.compile(optimizer=hk.optimizers.FusedAdam(schedule),
@@ -78,6 +85,10 @@ def main(argv):
         "dataset": datasets.describe(FLAGS.dataset),
         "train_seconds": train_seconds,
         "steps": FLAGS.steps,
+        "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,
+        "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "beta",
+                                             "entropy_weight", "code_dim", "noise_dim",
+                                             "learning_rate", "d_learning_rate", "seed")},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},
         "ensemble_accuracy": ensemble,

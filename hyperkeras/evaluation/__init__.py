@@ -7,37 +7,19 @@ or logits with ``logits=True``) or on a model exposing ``predict_members``
 which are then evaluated in batches.
 """
 
-from hyperkeras.evaluation._adversarial import adversarial_evaluation
-from hyperkeras.evaluation._adversarial import attack
-from hyperkeras.evaluation._adversarial import attack_function
-from hyperkeras.evaluation._adversarial import evaluate_members
-from hyperkeras.evaluation._adversarial import fgsm
-from hyperkeras.evaluation._adversarial import pgd
-from hyperkeras.evaluation._diversity import disagreement
-from hyperkeras.evaluation._diversity import diversity
-from hyperkeras.evaluation._diversity import function_diversity
-from hyperkeras.evaluation._diversity import layer_norms
-from hyperkeras.evaluation._diversity import pairwise_distances
-from hyperkeras.evaluation._diversity import pairwise_kl
-from hyperkeras.evaluation._metrics import accuracy_majority_vote
-from hyperkeras.evaluation._metrics import accuracy_mean_probability
-from hyperkeras.evaluation._metrics import accuracy_summed_logits
-from hyperkeras.evaluation._metrics import calibration_bins
-from hyperkeras.evaluation._metrics import ensemble_probabilities
-from hyperkeras.evaluation._metrics import ensemble_scores
-from hyperkeras.evaluation._metrics import expected_calibration_error
-from hyperkeras.evaluation._metrics import expected_entropy
-from hyperkeras.evaluation._metrics import majority_vote
-from hyperkeras.evaluation._metrics import mutual_information
-from hyperkeras.evaluation._metrics import negative_log_likelihood
-from hyperkeras.evaluation._metrics import predictive_entropy
-from hyperkeras.evaluation._ood import aupr
-from hyperkeras.evaluation._ood import auroc
-from hyperkeras.evaluation._ood import detection_metrics
-from hyperkeras.evaluation._ood import empirical_cdf
-from hyperkeras.evaluation._ood import fpr_at_tpr
-from hyperkeras.evaluation._ood import ood_detection
-from hyperkeras.evaluation._ood import uncertainty_scores
+from hyperkeras.evaluation._adversarial import (
+    adversarial_evaluation, attack, attack_function, evaluate_members, fgsm, pgd)
+from hyperkeras.evaluation._diversity import (
+    disagreement, diversity, function_diversity, layer_norms, pairwise_distances,
+    pairwise_kl)
+from hyperkeras.evaluation._metrics import (
+    accuracy_majority_vote, accuracy_mean_probability, accuracy_summed_logits,
+    calibration_bins, ensemble_probabilities, ensemble_scores, expected_calibration_error,
+    expected_entropy, majority_vote, mutual_information, negative_log_likelihood,
+    predictive_entropy)
+from hyperkeras.evaluation._ood import (
+    aupr, auroc, detection_metrics, empirical_cdf, fpr_at_tpr, ood_detection,
+    uncertainty_scores)
 
 __all__ = [
     "accuracy_majority_vote", "accuracy_mean_probability", "accuracy_summed_logits",

@@ -11,6 +11,8 @@ from hyperkeras._utils import num_replicas
 from hyperkeras.layers import LatentDiscriminator
 from hyperkeras.layers import LayerGenerator
 from hyperkeras.layers import Mixer
+from hyperkeras.losses import gauge_fix
+from hyperkeras.losses import kl_entropy
 from hyperkeras.models._base import HyperModel
 from hyperkeras.optimizers import FusedAdam
 
@@ -22,7 +24,9 @@ class HyperGAN(HyperModel):
     A latent discriminator D pushes the mixer's codes towards the Gaussian prior
     N(0, I), which keeps the generated networks diverse. Training (``fit``):
     D maximises ``log D(p) + log(1 - D(q))``; Q and the generators minimise
-    ``task loss + beta * -mean(log D(q))``.
+    ``task loss + beta * -mean(log D(q)) - entropy_weight * H``, with H the
+    Kozachenko-Leonenko entropy (d = noise_dim) of the step's gauge-fixed
+    networks, a diversity term in weight space (0, the paper's loss: off).
 
     Args:
       target: target network (instance, preset name or config).
@@ -30,17 +34,19 @@ class HyperGAN(HyperModel):
       code_dim: size d of each layer's code (paper: 128 for MNIST).
       mixer_units, generator_units, discriminator_units: hidden MLP sizes.
       beta: weight of the adversarial term against the task loss (>= 0).
+      entropy_weight: weight of the entropy term (>= 0); ``entropy`` is
+        reported whatever the weight.
       **kwargs: see :class:`~hyperkeras.models.HyperModel` (task, ensemble_size,
         eval_seed, networks_per_step, batch_mode, seed: the seed of the
         training noise s and of the prior samples p, both drawn from the
         model's one :class:`~hyperkeras.models.NoiseSource`).
     """
 
-    objective_metric_names = ("d_loss", "g_adv_loss")
+    objective_metric_names = ("loss", "d_loss", "g_adv_loss", "entropy")
 
     def __init__(self, target="hypergan_mnist", noise_dim=256, code_dim=128,
                  mixer_units=(512,), generator_units=(512, 512),
-                 discriminator_units=(512, 512), beta=1.0, **kwargs):
+                 discriminator_units=(512, 512), beta=1.0, entropy_weight=0.0, **kwargs):
         super().__init__(target, **kwargs)
         self.noise_dim = check_positive_int("noise_dim", noise_dim)
         self.code_dim = check_positive_int("code_dim", code_dim)
@@ -56,6 +62,7 @@ class HyperGAN(HyperModel):
         self.discriminator = LatentDiscriminator(self.discriminator_units,
                                                  name="discriminator")
         self.beta = check_weight("beta", beta)
+        self.entropy_weight = check_weight("entropy_weight", entropy_weight)
         self.d_optimizer = None
 
     def codes(self, noise):
@@ -101,19 +108,29 @@ class HyperGAN(HyperModel):
             out += g.trainable_variables
         return out
 
-    def objective(self, task_loss, codes):
+    def training_members(self):
+        params, codes = super().training_members()
+        return params, (codes, params)
+
+    def objective(self, task_loss, state):
+        codes, params = state
         # -mean(log D(q)) = mean(softplus(-logit))
         g_adv = tf.reduce_mean(tf.nn.softplus(-self.discriminator(codes)))
-        return task_loss + self.beta * g_adv, {"g_adv_loss": g_adv}
+        flat = self.target.flatten(gauge_fix(self.target, params))
+        if self.entropy_weight == 0:
+            flat = tf.stop_gradient(flat)
+        entropy = kl_entropy(flat, dim=self.noise_dim)
+        total = task_loss + self.beta * g_adv - self.entropy_weight * entropy
+        return total, {"loss": total, "g_adv_loss": g_adv, "entropy": entropy}
 
-    def after_update(self, codes):
+    def after_update(self, state):
         """The discriminator's step: minimise -[log D(p) + log(1 - D(q))]."""
         prior = self.noise_source.normal([self.networks_per_step, len(self.generators),
                                           self.code_dim])
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape() as d_tape:
             d_real = self.discriminator(prior)
-            d_fake = self.discriminator(tf.stop_gradient(codes))
+            d_fake = self.discriminator(tf.stop_gradient(state[0]))
             d_loss = tf.reduce_mean(tf.nn.softplus(-d_real)) + \
                 tf.reduce_mean(tf.nn.softplus(d_fake))
             scaled_d_loss = d_loss / num_replicas()
@@ -123,6 +140,7 @@ class HyperGAN(HyperModel):
 
     def get_config(self):
         return {**super().get_config(), "noise_dim": self.noise_dim,
-                "code_dim": self.code_dim, "beta": self.beta, "mixer_units": list(self.mixer_units),
+                "code_dim": self.code_dim, "beta": self.beta,
+                "entropy_weight": self.entropy_weight, "mixer_units": list(self.mixer_units),
                 "generator_units": list(self.generator_units),
                 "discriminator_units": list(self.discriminator_units)}

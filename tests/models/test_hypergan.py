@@ -79,6 +79,8 @@ def test_bad_inputs_raise():
         m.member_logits(np.zeros((2, 7, 8, 1), "float32"))
     with pytest.raises(ValueError, match="beta"):
         tiny_model(beta=-1.0)
+    with pytest.raises(ValueError, match="entropy_weight"):
+        tiny_model(entropy_weight=-1.0)
 
 
 def test_compile_beta_is_a_deprecated_alias():
@@ -107,6 +109,22 @@ def test_fit_trains_generators_and_discriminator():
     assert 0 <= res["accuracy"] <= 1
 
 
+def test_entropy_term_is_in_the_loss_and_spreads_the_networks():
+    x, y = tiny_data(32)
+    spread = {}
+    for weight in (0.0, 0.05):
+        keras.utils.set_random_seed(3)
+        m = tiny_model(beta=0.0, entropy_weight=weight, seed=5)
+        m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+        h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=15, verbose=0).history
+        # beta = 0: the optimised loss is task_loss - entropy_weight * entropy
+        np.testing.assert_allclose(h["loss"], np.array(h["task_loss"])
+                                   - weight * np.array(h["entropy"]), rtol=1e-4, atol=1e-5)
+        flat = m.target.flatten(hk.losses.gauge_fix(m.target, m.sample(16, seed=1)))
+        spread[weight] = float(hk.losses.kl_entropy(flat, dim=m.noise_dim))
+    assert spread[0.05] > spread[0.0] + 1.0  # the term pushes the networks apart
+
+
 def test_split_batch_mode_gives_each_network_its_own_images():
     m = tiny_model(batch_mode="split", networks_per_step=4)
     m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
@@ -133,14 +151,14 @@ def test_regression_task():
 
 
 def test_keras_round_trip(tmp_path):
-    m = tiny_model(ensemble_size=3)
+    m = tiny_model(ensemble_size=3, entropy_weight=0.25)
     m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
     x, y = tiny_data(32)
     m.fit(x, y, batch_size=16, epochs=1, verbose=0)
     path = str(tmp_path / "m.keras")
     m.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded, hk.HyperGAN)
+    assert isinstance(loaded, hk.HyperGAN) and loaded.entropy_weight == 0.25
     assert loaded.target.param_shapes == TINY.param_shapes
     np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-7)
