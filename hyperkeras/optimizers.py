@@ -4,10 +4,6 @@ import keras
 import tensorflow as tf
 
 
-def _handle(variable):
-    return variable.handle if hasattr(variable, "handle") else variable.value.handle
-
-
 @keras.saving.register_keras_serializable(package="hyperkeras")
 class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` with one fused ``ResourceApplyAdam`` kernel per
@@ -25,8 +21,8 @@ class FusedAdam(keras.optimizers.Adam):
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable), m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]),
+            var=variable.handle, m=self._momentums[index].handle,
+            v=self._velocities[index].handle,
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
             epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))

@@ -197,10 +197,8 @@ class GaugeEntropyHyperNetwork(HyperModel):
 
     def current_entropy_weight(self):
         """The entropy weight of the next optimizer step (warm-up ramp applied)."""
-        if not self.entropy_warmup:
-            return tf.constant(self.entropy_weight)
         step = tf.cast(self.optimizer.iterations + 1, tf.float32)
-        return self.entropy_weight * tf.minimum(1.0, step / self.entropy_warmup)
+        return self.entropy_weight * tf.minimum(1.0, step / max(self.entropy_warmup, 1))
 
     def get_config(self):
         return {**super().get_config(), "noise_dim": self.noise_dim,

@@ -35,7 +35,7 @@ class HyperGAN(HyperModel):
       mixer_units, generator_units, discriminator_units: hidden MLP sizes.
       beta: weight of the adversarial term against the task loss (>= 0).
       entropy_weight: weight of the entropy term (>= 0); ``entropy`` is
-        reported whatever the weight.
+        reported whatever the weight (NaN with one network per step).
       **kwargs: see :class:`~hyperkeras.models.HyperModel` (task, ensemble_size,
         eval_seed, networks_per_step, batch_mode, seed: the seed of the
         training noise s and of the prior samples p, both drawn from the
@@ -63,6 +63,9 @@ class HyperGAN(HyperModel):
                                                  name="discriminator")
         self.beta = check_weight("beta", beta)
         self.entropy_weight = check_weight("entropy_weight", entropy_weight)
+        if self.entropy_weight and self.networks_per_step < 2:
+            raise ValueError("entropy_weight > 0 needs networks_per_step >= 2 (the "
+                             "entropy is estimated over the step's networks)")
         self.d_optimizer = None
 
     def codes(self, noise):
@@ -119,8 +122,11 @@ class HyperGAN(HyperModel):
         flat = self.target.flatten(gauge_fix(self.target, params))
         if self.entropy_weight == 0:
             flat = tf.stop_gradient(flat)
-        entropy = kl_entropy(flat, dim=self.noise_dim)
-        total = task_loss + self.beta * g_adv - self.entropy_weight * entropy
+        entropy = (kl_entropy(flat, dim=self.noise_dim) if self.networks_per_step > 1
+                   else tf.constant(float("nan")))
+        total = task_loss + self.beta * g_adv
+        if self.entropy_weight:
+            total -= self.entropy_weight * entropy
         return total, {"loss": total, "g_adv_loss": g_adv, "entropy": entropy}
 
     def after_update(self, state):

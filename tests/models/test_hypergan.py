@@ -81,6 +81,16 @@ def test_bad_inputs_raise():
         tiny_model(beta=-1.0)
     with pytest.raises(ValueError, match="entropy_weight"):
         tiny_model(entropy_weight=-1.0)
+    with pytest.raises(ValueError, match="networks_per_step >= 2"):
+        tiny_model(entropy_weight=0.1, networks_per_step=1)
+
+
+def test_one_network_per_step_trains_with_entropy_undefined():
+    m = tiny_model(networks_per_step=1)
+    m.compile()
+    x, y = tiny_data(16)
+    h = m.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(h["loss"][0]) and np.isnan(h["entropy"][0])
 
 
 def test_compile_beta_is_a_deprecated_alias():
