@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -63,3 +67,32 @@ def test_adam_with_decay_is_fused_and_decays():
     opt.iterations.assign(2)
     np.testing.assert_allclose(float(opt.learning_rate), 1e-2 * 0.25, rtol=1e-6)
     assert float(hk.optimizers.adam_with_decay(1e-2).learning_rate) == pytest.approx(1e-2)
+
+
+def test_fused_adam_under_mirrored_strategy_matches_keras_adam():
+    """Two logical CPUs (a fresh process: they must be set before TF starts)."""
+    script = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, hyperkeras as hk
+out = {}
+for name, cls in (("fused", hk.optimizers.FusedAdam), ("keras", keras.optimizers.Adam)):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        v = keras.Variable(np.arange(4, dtype="float32"))
+        opt = cls(0.1)
+        opt.build([v])
+    @tf.function
+    def step():
+        strategy.run(lambda: opt.apply_gradients([(tf.constant([1.0, -2.0, 3.0, 0.5]), v)]))
+    for _ in range(3):
+        step()
+    out[name] = v.numpy()
+np.testing.assert_allclose(out["fused"], out["keras"], rtol=1e-5)
+assert not np.allclose(out["fused"], np.arange(4))
+print("OK")
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stderr[-3000:]
