@@ -9,8 +9,8 @@ fails the comparison. References are float64 NumPy:
   * forward y: tests/conv_reference.py.batched_conv2d_numpy;
   * mask: recomputed from the float64 pre-activation (first maximum, strict
     `v > best` as TF's MaxPoolGrad), near-ties tolerated;
-  * dx / dw / dbias: the private slow reference below (_vjp_given_mask), fed
-    the emulated forward's mask, so near-ties cannot route differently.
+  * dx / dw / dbias: conv_reference.batched_conv2d_numpy_vjp fed the
+    emulated forward's mask, so near-ties cannot route differently.
 """
 
 import os
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from conv_reference import batched_conv2d_numpy
+from conv_reference import batched_conv2d_numpy_vjp
 
 from conv_cases import assert_close, sweep
 from emu_build import build_harness, cache_dir
@@ -169,51 +170,8 @@ def _pick_z(z, q, pool, pp):
 
 
 def _vjp_given_mask(x, w, dy, mask, pad, act, pool, pp):
-    """float64 backward with the routing of `mask` (batched_conv.h):
-    dz = dy * slope at the mask's window position, 0 elsewhere."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    dy = np.asarray(dy, np.float64)
-    K, kh, kw, cin, cout = w.shape
-    shared = x.ndim == 4
-    xk = np.broadcast_to(x[None], (K,) + x.shape) if shared else x
-    _, B, H, W, _ = xk.shape
-    hc, wc, ho, wo = _out_hw(H, W, kh, kw, pad, pool, pp)
-    if act == "none" or mask is None:
-        slope = np.ones_like(dy)
-    else:
-        positive = (mask & 4) != 0
-        slope = np.where(positive, 1.0, 0.0 if act == "relu" else ALPHA)
-    g = dy * slope
-    if pool:
-        dz = np.zeros((K, B, max(hc, 2 * ho), max(wc, 2 * wo), cout))
-        pos = mask & 3
-        for q in range(4):
-            py, px = divmod(q, 2)
-            dz[:, :, py:2 * ho:2, px:2 * wo:2] += np.where(pos == q, g, 0.0)
-        dz = dz[:, :, :hc, :wc]
-    else:
-        dz = g
-    if pad == "SAME":
-        pt, pl = (kh - 1) // 2, (kw - 1) // 2
-        xp = np.pad(xk, ((0, 0), (0, 0), (pt, kh - 1 - pt), (pl, kw - 1 - pl), (0, 0)))
-    else:
-        pt = pl = 0
-        xp = xk
-    dw = np.zeros(w.shape)
-    dxp = np.zeros(xp.shape)
-    if hc > 0 and wc > 0:
-        for ty in range(kh):
-            for tx in range(kw):
-                dw[:, ty, tx] = np.einsum("kbhwc,kbhwo->kco",
-                                          xp[:, :, ty:ty + hc, tx:tx + wc], dz)
-                dxp[:, :, ty:ty + hc, tx:tx + wc] += np.einsum(
-                    "kbhwo,kco->kbhwc", dz, w[:, ty, tx])
-    dx = dxp[:, :, pt:pt + H, pl:pl + W]
-    if shared:
-        dx = dx.sum(0)
-    dbias = dz.sum(axis=(1, 2, 3))
-    return dx, dw, dbias
+    """float64 backward with the routing of `mask` (batched_conv.h)."""
+    return batched_conv2d_numpy_vjp(x, w, None, dy, pad, act, ALPHA, pool, pp, mask=mask)
 
 
 # -------------------------------------------------------------------- cases
