@@ -32,6 +32,9 @@ ROWS = {
     "entropy_1e-2": ["--entropy_weight", "1e-2"],
     "no_discriminator": ["--beta", "0"],
     "beta_10": ["--beta", "10"],
+    "diversity_0.3": ["--diversity_weight", "0.3"],
+    "diversity_1": ["--diversity_weight", "1"],
+    "diversity_3": ["--diversity_weight", "3"],
 }
 
 

@@ -34,6 +34,9 @@ flags.DEFINE_integer("noise_dim", 256, "Mixer noise size s.")
 flags.DEFINE_integer("code_dim", 128, "Per-layer code size d.")
 flags.DEFINE_float("entropy_weight", 0.0,
                    "Weight of the entropy of the generated (gauge-fixed) networks.")
+flags.DEFINE_float("diversity_weight", 0.0,
+                   "Weight of the function-space diversity reward (0: off; "
+                   "hyperkeras.losses.nontrue_class_diversity).")
 flags.DEFINE_string("train_split", "train", "Split trained on (tfds slicing syntax).")
 flags.DEFINE_string("eval_split", "test",
                     "Split evaluated on; to choose settings use a validation split carved "
@@ -58,7 +61,8 @@ def main(argv):
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
-                        beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight)
+                        beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight,
+                        diversity_weight=FLAGS.diversity_weight)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
     model.compile(optimizer=hk.optimizers.FusedAdam(schedule),
@@ -87,7 +91,8 @@ def main(argv):
         "steps": FLAGS.steps,
         "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,
         "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "beta",
-                                             "entropy_weight", "code_dim", "noise_dim",
+                                             "entropy_weight", "diversity_weight", "code_dim",
+                                             "noise_dim",
                                              "learning_rate", "d_learning_rate", "seed")},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},

@@ -12,6 +12,7 @@ from hyperkeras._utils import num_examples
 from hyperkeras._utils import num_replicas
 from hyperkeras._utils import reject_loss_and_metrics
 from hyperkeras._utils import step_logs
+from hyperkeras.losses import nontrue_class_diversity
 
 TASKS = ("classification", "regression")
 
@@ -133,7 +134,9 @@ class OwnObjectiveModel(MemberModel):
     ``train_step``: split the batch per network if ``batch_mode == "split"``;
     under a tape, ``training_members()`` gives ``(params, state)``, the
     step's networks, whose ``task_loss`` ``objective(task_loss, state)`` turns
-    into the minimised loss (divided by the replicas); ``trained_variables()``
+    into the minimised loss, less ``diversity_weight`` times the step
+    networks' :func:`~hyperkeras.losses.nontrue_class_diversity` (divided by
+    the replicas); ``trained_variables()``
     are updated, then ``after_update(state)`` runs (e.g. a second player).
     Both hooks return ``{name: value}`` for ``objective_metric_names``.
 
@@ -146,6 +149,7 @@ class OwnObjectiveModel(MemberModel):
     """
 
     batch_mode = "shared"
+    diversity_weight = 0.0
     task_loss_name = "task_loss"
     objective_metric_names = ()
 
@@ -241,6 +245,9 @@ class OwnObjectiveModel(MemberModel):
             outputs = self.target.forward(params, x)
             task_loss, acc = self.task_loss(outputs, y)
             loss, logs = self.objective(task_loss, state)
+            if self.diversity_weight:
+                loss -= self.diversity_weight * nontrue_class_diversity(outputs, y)
+                logs = {**logs, "loss": loss} if "loss" in logs else logs
             scaled = loss / num_replicas()
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))

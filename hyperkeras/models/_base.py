@@ -13,6 +13,7 @@ from hyperkeras import targets as targets_lib
 from hyperkeras._members import TASKS
 from hyperkeras._members import OwnObjectiveModel
 from hyperkeras._utils import check_positive_int
+from hyperkeras._utils import check_weight
 from hyperkeras._utils import stateless_noise
 from hyperkeras.layers import NoiseSource
 
@@ -30,6 +31,10 @@ class HyperModel(OwnObjectiveModel):
         (the batch is split into ``networks_per_step`` per-network batches).
       seed: seed of the training noise (one :class:`NoiseSource`, saved and
         restored with the weights); ``None``: drawn from Python's ``random``.
+      diversity_weight: weight (>= 0; 0: off) of a function-space diversity
+        reward, :func:`~hyperkeras.losses.nontrue_class_diversity` of the
+        step's networks on the batch (classification, shared batches, at
+        least two networks per step).
 
     Subclasses set ``noise_dim`` (and ``noise_distribution``) and define
     ``codes(noise)``, one tensor ``[K, num_codes, code_dim]`` (the mixer's or
@@ -48,7 +53,7 @@ class HyperModel(OwnObjectiveModel):
 
     def __init__(self, target, task="classification", ensemble_size=10,
                  eval_seed=0, networks_per_step=32, batch_mode="shared", seed=None,
-                 **kwargs):
+                 diversity_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         if task not in TASKS:
@@ -64,6 +69,11 @@ class HyperModel(OwnObjectiveModel):
         self.jit_compile = False
         self.noise_source = NoiseSource(seed, name="training_noise")
         self.seed = seed
+        self.diversity_weight = check_weight("diversity_weight", diversity_weight)
+        if self.diversity_weight and not self.tracks_disagreement:
+            raise ValueError("diversity_weight > 0 needs task='classification', "
+                             "batch_mode='shared' and networks_per_step >= 2, got "
+                             f"{task!r}, {batch_mode!r}, {self.networks_per_step}")
 
     def generate(self, noise, training=False):
         """Map ``[K, noise_dim]`` noise to a list of ``(kernel, bias)`` pairs."""
@@ -159,4 +169,5 @@ class HyperModel(OwnObjectiveModel):
         return {"target": self.target.get_config(), "task": self.task,
                 "ensemble_size": self.ensemble_size, "eval_seed": self.eval_seed,
                 "networks_per_step": self.networks_per_step,
-                "batch_mode": self.batch_mode, "seed": self.seed, "name": self.name}
+                "batch_mode": self.batch_mode, "seed": self.seed,
+                "diversity_weight": self.diversity_weight, "name": self.name}

@@ -258,3 +258,33 @@ def test_optimizer_state_is_restored(tmp_path):
     assert int(loaded.optimizer.iterations.numpy()) == int(m.optimizer.iterations.numpy()) == 2
     for a, b in zip(loaded.optimizer.variables, m.optimizer.variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+
+
+def test_diversity_weight_checks_its_arguments():
+    with pytest.raises(ValueError, match="diversity_weight"):
+        tiny_model(diversity_weight=-1.0)
+    for bad in ({"networks_per_step": 1}, {"batch_mode": "split"}):
+        with pytest.raises(ValueError, match="diversity_weight > 0 needs"):
+            tiny_model(diversity_weight=0.5, **bad)
+    with pytest.raises(ValueError, match="classification"):
+        hk.HyperGAN(hk.targets.regression_1d(), task="regression", networks_per_step=4,
+                    diversity_weight=0.5)
+
+
+def test_diversity_term_is_in_the_loss_and_spreads_the_wrong_classes():
+    x, y = tiny_data(32)
+    y = (np.arange(32) % 3).astype("int32")     # three classes, so two non-label ones
+    spread = {}
+    for weight in (0.0, 5.0):
+        keras.utils.set_random_seed(3)
+        m = tiny_model(beta=0.0, diversity_weight=weight, seed=5)
+        m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+        h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=20, verbose=0).history
+        if weight == 0:   # the reported loss is the optimised one: task loss here
+            np.testing.assert_allclose(h["loss"], h["task_loss"], rtol=1e-5)
+        else:
+            assert np.all(np.array(h["loss"]) < np.array(h["task_loss"]))
+        logits = m.member_logits(x, n=16, seed=1)
+        spread[weight] = float(hk.losses.nontrue_class_diversity(logits, y))
+    assert spread[5.0] > 2 * spread[0.0] + 0.01
+    assert hk.HyperGAN.from_config(m.get_config()).diversity_weight == 5.0

@@ -1,0 +1,31 @@
+"""A function-space diversity term: members that agree on the label and
+differ in how they rank the other classes (after Pang et al., 2019, "Improving
+adversarial robustness via promoting ensemble diversity")."""
+
+import tensorflow as tf
+
+
+def nontrue_class_diversity(logits, labels):
+    """Mean over examples of the mutual information between member and
+    prediction, with each member's distribution taken over the classes other
+    than the label, nats in ``[0, log K]``.
+
+    Maximising it spreads the members' errors (which wrong class each one
+    prefers) without pulling any member away from the label: the term is
+    blind to the true class's logit.
+
+    Args:
+      logits: ``[K, B, C]`` logits of K members on one shared batch.
+      labels: ``[B]`` (or ``[B, 1]``) integer labels.
+    """
+    logits = tf.convert_to_tensor(logits)
+    if logits.shape.rank != 3:
+        raise ValueError(f"logits must be [members, batch, classes], got shape {logits.shape}")
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    true = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+    lp = tf.nn.log_softmax(logits - 1e9 * true)        # true class: probability 0
+    p = tf.exp(lp)
+    mean_entropy = -tf.reduce_mean(tf.reduce_sum(p * lp, -1), 0)
+    p_mean = tf.reduce_mean(p, 0)
+    entropy_of_mean = -tf.reduce_sum(tf.math.xlogy(p_mean, p_mean), -1)
+    return tf.reduce_mean(entropy_of_mean - mean_entropy)
