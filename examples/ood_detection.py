@@ -71,6 +71,13 @@ flags.DEFINE_integer("networks", 100, "Sampled networks per prediction (not for 
 flags.DEFINE_integer("eval_examples", 1000, "Test examples per set (0: all).")
 flags.DEFINE_string("score", "entropy", "Outlier score: entropy, mutual_information, "
                     "max_probability.")
+flags.DEFINE_float("hypergan_beta", 1.0, "HyperGAN's adversarial weight beta.")
+flags.DEFINE_float("hypergan_diversity", 0.0, "HyperGAN's diversity_weight (function-space "
+                   "diversity reward; 0: off).")
+flags.DEFINE_bool("validation", False,
+                  "Choose settings without the test set: train on the inlier training "
+                  "images less 10,000 (at most a fifth) held out, score those (inliers) against the "
+                  "outlier classes' training images.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out", "runs/ood_detection", "Output folder.")
 
@@ -90,8 +97,13 @@ def parse_classes(text):
     return tuple(out)
 
 
-def load_ood_data(inlier, inlier_classes, outlier, outlier_classes, eval_examples, seed):
-    """Train arrays, inlier test arrays (relabelled 0..C-1) and outlier test images."""
+def load_ood_data(inlier, inlier_classes, outlier, outlier_classes, eval_examples, seed,
+                  validation=False):
+    """Train arrays, inlier test arrays (relabelled 0..C-1) and outlier test images.
+
+    ``validation``: no test image is used; 10,000 inlier training images (at
+    most a fifth) are held out as the inliers and the outliers come from the training split.
+    """
     in_cls = parse_classes(inlier_classes)
     same = outlier is None or outlier == inlier
     outlier = inlier if outlier is None else outlier
@@ -110,8 +122,15 @@ def load_ood_data(inlier, inlier_classes, outlier, outlier_classes, eval_example
         raise ValueError(f"inlier classes {in_cls} and outlier classes {out_cls} overlap")
     relabel = in_cls is not None
     x_tr, y_tr = datasets.load_arrays(inlier, "train", classes=in_cls, relabel=relabel)
-    x_in, y_in = datasets.load_arrays(inlier, "test", classes=in_cls, relabel=relabel)
-    x_out, _ = datasets.load_arrays(outlier, "test", classes=out_cls)
+    if validation:
+        held = np.random.default_rng(seed + 1).permutation(len(x_tr))
+        n_held = min(10000, len(held) // 5)
+        (x_in, y_in), (x_tr, y_tr) = ((x_tr[i], y_tr[i]) for i in (held[:n_held],
+                                                                    held[n_held:]))
+    else:
+        x_in, y_in = datasets.load_arrays(inlier, "test", classes=in_cls, relabel=relabel)
+    x_out, _ = datasets.load_arrays(outlier, "train" if validation else "test",
+                                    classes=out_cls)
     if len(x_out) == 0:
         raise ValueError(f"the outlier set is empty ({outlier}, classes {out_cls})")
     if x_out.shape[1:] != x_in.shape[1:]:
@@ -123,7 +142,9 @@ def load_ood_data(inlier, inlier_classes, outlier, outlier_classes, eval_example
         x_in, y_in = x_in[i], y_in[i]
         x_out = x_out[rng.permutation(len(x_out))[:eval_examples]]
     num_classes = int(y_tr.max()) + 1
-    info = {"inlier": {"dataset": inlier, "classes": list(in_cls) if in_cls else "all",
+    info = {"evaluated_on": "validation (held-out training images)" if validation
+            else "test",
+            "inlier": {"dataset": inlier, "classes": list(in_cls) if in_cls else "all",
                        "train_examples": int(len(x_tr)), "test_examples": int(len(x_in))},
             "outlier": {"dataset": outlier, "classes": list(out_cls) if out_cls else "all",
                         "test_examples": int(len(x_out))}}
@@ -142,7 +163,9 @@ def build_method(name, input_shape, num_classes, seed=0):
     preset = FLAGS.target or ("deutsch_mnist" if name == "gauge_entropy" else "hypergan_mnist")
     if name == "hypergan":
         model = hk.HyperGAN(with_classes(preset, input_shape, num_classes),
-                            noise_dim=256, code_dim=128, networks_per_step=16, beta=1.0)
+                            noise_dim=256, code_dim=128, networks_per_step=16,
+                            beta=FLAGS.hypergan_beta,
+                            diversity_weight=FLAGS.hypergan_diversity)
         model.compile(optimizer=hk.optimizers.FusedAdam(1e-3),
                       discriminator_optimizer=hk.optimizers.FusedAdam(1e-4))
         return model, 32
@@ -202,7 +225,7 @@ def main(argv):
     os.makedirs(os.path.join(FLAGS.out, "weights"), exist_ok=True)
     (x_tr, y_tr), (x_in, y_in), x_out, num_classes, info = load_ood_data(
         FLAGS.inlier, FLAGS.inlier_classes, FLAGS.outlier, FLAGS.outlier_classes,
-        FLAGS.eval_examples, FLAGS.seed)
+        FLAGS.eval_examples, FLAGS.seed, FLAGS.validation)
     print(f"inliers: {info['inlier']}\noutliers: {info['outlier']}", flush=True)
     results, cdf_out, cdf_in, singles = {}, {}, {}, {}
     total = time.time()

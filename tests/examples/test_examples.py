@@ -80,3 +80,18 @@ def test_ood_detection_example_with_lenet5(tiny_npz, tmp_path):
         assert 0.0 <= res["auroc"] <= 1.0 and res["nll"] > 0 and res["ece"] >= 0
         assert 0.0 <= res["function_diversity"]["disagreement"] <= 1.0
     assert "NLL" in r.stdout and "ECE" in r.stdout
+
+
+def test_ood_validation_split_uses_no_test_image(tiny_npz, tmp_path):
+    r = run_example("ood_detection.py", "--inlier", tiny_npz, "--inlier_classes", "0-4",
+                    "--validation", "--methods", "hypergan", "--hypergan_steps", "2",
+                    "--hypergan_diversity", "0.5", "--networks", "4",
+                    "--eval_examples", "0", "--out", str(tmp_path))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    data = np.load(tiny_npz)
+    n_train_in = int(np.sum(data["y_train"] < 5))
+    assert m["evaluated_on"].startswith("validation")
+    assert m["inlier"]["test_examples"] == n_train_in // 5
+    assert m["inlier"]["train_examples"] == n_train_in - n_train_in // 5
+    assert m["outlier"]["test_examples"] == int(np.sum(data["y_train"] >= 5))
+    assert 0.0 <= m["methods"]["hypergan"]["auroc"] <= 1.0, r.stdout[-500:]
