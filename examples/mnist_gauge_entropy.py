@@ -52,7 +52,12 @@ flags.DEFINE_float("learning_rate", 3e-4, "Initial Adam learning rate.")
 flags.DEFINE_float("decay", 0.99975, "Learning-rate decay per step.")
 flags.DEFINE_string("gauge", "transform", "transform, penalty or none.")
 flags.DEFINE_float("gamma", 1e-4, "Weight of the gauge penalty G (with --gauge penalty).")
-flags.DEFINE_integer("eval_examples", 10000, "Test examples used for evaluation (<= test size).")
+flags.DEFINE_integer("eval_examples", 10000, "Examples evaluated on (<= the split's size).")
+flags.DEFINE_string("train_split", "train", "Split trained on (tfds slicing syntax).")
+flags.DEFINE_string("eval_split", "test",
+                    "Split evaluated on; to choose settings use a validation split carved "
+                    "from the training data (e.g. --train_split 'train[:50000]' "
+                    "--eval_split 'train[50000:]'), never the test set.")
 flags.DEFINE_integer("path_pairs", 10, "Pairs of sampled networks for the path experiment.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out", "runs/gauge_entropy", "Output folder.")
@@ -83,9 +88,9 @@ def main(argv):
     desc = datasets.describe(FLAGS.dataset)
     print("dataset:", desc, flush=True)
     batch = FLAGS.networks * FLAGS.images_per_network
-    train = datasets.load(FLAGS.dataset, "train", batch_size=batch, shuffle=True,
+    train = datasets.load(FLAGS.dataset, FLAGS.train_split, batch_size=batch, shuffle=True,
                           seed=FLAGS.seed, drop_remainder=True).repeat()
-    x_test, y_test = datasets.load_arrays(FLAGS.dataset, "test")
+    x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
     x_test, y_test = x_test[:FLAGS.eval_examples], y_test[:FLAGS.eval_examples]
 
     model = hk.GaugeEntropyHyperNetwork(
@@ -157,6 +162,7 @@ def main(argv):
         "lambda_": FLAGS.lambda_,
         "entropy_weight": FLAGS.entropy_weight,
         "gauge": FLAGS.gauge,
+        "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,
         "test_examples": int(len(x_test)),
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},

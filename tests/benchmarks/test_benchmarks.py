@@ -50,3 +50,30 @@ def test_training_step_benchmark():
     for row in out["rows"]:
         check_machine(row["machine"])
         assert positive(row["seconds_per_step"]) and positive(row["gflop_per_step"])
+
+
+def test_ablation_row_runner(tmp_path, capsys):
+    """benchmarks/_ablation.run_rows: one subprocess per row with the row's
+    flags, metrics summarised, a failing or unknown row stops the study."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from _ablation import run_rows  # noqa: PLC0415
+    script = tmp_path / "fake_example.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "a = sys.argv[1:]\n"
+        "out = a[a.index('--out') + 1]\n"
+        "if '--fail' in a: sys.exit('boom')\n"
+        "os.makedirs(out, exist_ok=True)\n"
+        "json.dump({'w': float(a[a.index('--w') + 1])}, open(os.path.join(out, 'metrics.json'), 'w'))\n")
+    rows = {"a": ["--w", "1"], "b": ["--w", "2.5"], "bad": ["--fail"]}
+    summarise = lambda m: {"twice": 2 * m["w"]}   # noqa: E731
+    run_rows(rows, [str(script)], summarise, {"study": "fake"},
+             argv=["--rows", "a,b", "--out", str(tmp_path / "out")])
+    table = json.loads(capsys.readouterr().out)
+    assert table["study"] == "fake" and [r["twice"] for r in table["rows"]] == [2.0, 5.0]
+    assert table["rows"][1]["command"].endswith("--w 2.5 --out " + str(tmp_path / "out" / "b"))
+    check_machine(table["machine"])
+    for bad, message in (("bad", "row bad failed"), ("nope", "unknown row 'nope'")):
+        with pytest.raises(SystemExit, match=message):
+            run_rows(rows, [str(script)], summarise, {}, argv=["--rows", bad, "--out",
+                                                               str(tmp_path / "out")])
