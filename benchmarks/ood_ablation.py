@@ -28,6 +28,12 @@ ROWS = {
     "hypergan_diversity_0.3": ["--methods", "hypergan", "--hypergan_diversity", "0.3"],
     "hypergan_diversity_1": ["--methods", "hypergan", "--hypergan_diversity", "1"],
     "hypergan_diversity_3": ["--methods", "hypergan", "--hypergan_diversity", "3"],
+    "hypergan_cosine": ["--methods", "hypergan", "--hypergan_diversity", "0",
+                        "--hypergan_final_lr_fraction", "0.05"],
+    "hypergan_cosine_diversity_0.3": ["--methods", "hypergan", "--hypergan_diversity", "0.3",
+                                      "--hypergan_final_lr_fraction", "0.05"],
+    "hypergan_cosine_diversity_0.5": ["--methods", "hypergan", "--hypergan_diversity", "0.5",
+                                      "--hypergan_final_lr_fraction", "0.05"],
 }
 
 

@@ -29,12 +29,12 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of mixer and gener
 flags.DEFINE_float("final_lr_fraction", 0.05,
                    "Cosine decay of the generator learning rate down to this fraction.")
 flags.DEFINE_float("d_learning_rate", 1e-4, "Adam learning rate of the discriminator.")
-flags.DEFINE_float("beta", 1.0, "Weight of the adversarial prior loss.")
+flags.DEFINE_float("beta", 10.0, "Weight of the adversarial prior loss (paper: 1).")
 flags.DEFINE_integer("noise_dim", 256, "Mixer noise size s.")
 flags.DEFINE_integer("code_dim", 128, "Per-layer code size d.")
 flags.DEFINE_float("entropy_weight", 0.0,
                    "Weight of the entropy of the generated (gauge-fixed) networks.")
-flags.DEFINE_float("diversity_weight", 0.0,
+flags.DEFINE_float("diversity_weight", 0.3,
                    "Weight of the function-space diversity reward (0: off; "
                    "hyperkeras.losses.nontrue_class_diversity).")
 flags.DEFINE_string("train_split", "train", "Split trained on (tfds slicing syntax).")

@@ -71,6 +71,9 @@ flags.DEFINE_integer("networks", 100, "Sampled networks per prediction (not for 
 flags.DEFINE_integer("eval_examples", 1000, "Test examples per set (0: all).")
 flags.DEFINE_string("score", "entropy", "Outlier score: entropy, mutual_information, "
                     "max_probability.")
+flags.DEFINE_float("hypergan_final_lr_fraction", 1.0,
+                   "HyperGAN's learning rate decays (cosine) over its steps down to this "
+                   "fraction of 1e-3 (1: constant).")
 flags.DEFINE_float("hypergan_beta", 1.0, "HyperGAN's adversarial weight beta.")
 flags.DEFINE_float("hypergan_diversity", 0.0, "HyperGAN's diversity_weight (function-space "
                    "diversity reward; 0: off).")
@@ -166,7 +169,11 @@ def build_method(name, input_shape, num_classes, seed=0):
                             noise_dim=256, code_dim=128, networks_per_step=16,
                             beta=FLAGS.hypergan_beta,
                             diversity_weight=FLAGS.hypergan_diversity)
-        model.compile(optimizer=hk.optimizers.FusedAdam(1e-3),
+        lr = 1e-3
+        if FLAGS.hypergan_final_lr_fraction != 1.0:
+            lr = keras.optimizers.schedules.CosineDecay(
+                lr, FLAGS.hypergan_steps, alpha=FLAGS.hypergan_final_lr_fraction)
+        model.compile(optimizer=hk.optimizers.FusedAdam(lr),
                       discriminator_optimizer=hk.optimizers.FusedAdam(1e-4))
         return model, 32
     if name == "gauge_entropy":

@@ -33,9 +33,15 @@ class HyperGAN(HyperModel):
       noise_dim: size s of the mixer's input noise (paper: 256).
       code_dim: size d of each layer's code (paper: 128 for MNIST).
       mixer_units, generator_units, discriminator_units: hidden MLP sizes.
-      beta: weight of the adversarial term against the task loss (>= 0).
+      beta: weight of the adversarial term against the task loss (>= 0; paper:
+        1; default 10, chosen with ``diversity_weight`` by
+        ``benchmarks/hypergan_ablation.py`` on a validation split).
       entropy_weight: weight of the entropy term (>= 0); ``entropy`` is
         reported whatever the weight (NaN with one network per step).
+      diversity_weight: weight of the function-space diversity reward
+        (:class:`~hyperkeras.models.HyperModel`); ``None``: 0.3 where it
+        applies (classification, shared batches, two or more networks per
+        step), else 0.
       **kwargs: see :class:`~hyperkeras.models.HyperModel` (task, ensemble_size,
         eval_seed, networks_per_step, batch_mode, seed: the seed of the
         training noise s and of the prior samples p, both drawn from the
@@ -46,8 +52,11 @@ class HyperGAN(HyperModel):
 
     def __init__(self, target="hypergan_mnist", noise_dim=256, code_dim=128,
                  mixer_units=(512,), generator_units=(512, 512),
-                 discriminator_units=(512, 512), beta=1.0, entropy_weight=0.0, **kwargs):
-        super().__init__(target, **kwargs)
+                 discriminator_units=(512, 512), beta=10.0, entropy_weight=0.0,
+                 diversity_weight=None, **kwargs):
+        super().__init__(target, diversity_weight=diversity_weight or 0.0, **kwargs)
+        if diversity_weight is None and self.tracks_disagreement:
+            self.diversity_weight = 0.3
         self.noise_dim = check_positive_int("noise_dim", noise_dim)
         self.code_dim = check_positive_int("code_dim", code_dim)
         self.mixer_units = tuple(mixer_units)

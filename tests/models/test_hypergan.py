@@ -124,7 +124,7 @@ def test_entropy_term_is_in_the_loss_and_spreads_the_networks():
     spread = {}
     for weight in (0.0, 0.05):
         keras.utils.set_random_seed(3)
-        m = tiny_model(beta=0.0, entropy_weight=weight, seed=5)
+        m = tiny_model(beta=0.0, entropy_weight=weight, diversity_weight=0.0, seed=5)
         m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
         h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=15, verbose=0).history
         # beta = 0: the optimised loss is task_loss - entropy_weight * entropy
@@ -258,6 +258,16 @@ def test_optimizer_state_is_restored(tmp_path):
     assert int(loaded.optimizer.iterations.numpy()) == int(m.optimizer.iterations.numpy()) == 2
     for a, b in zip(loaded.optimizer.variables, m.optimizer.variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+
+
+def test_diversity_weight_default_is_on_only_where_it_applies():
+    assert tiny_model().diversity_weight == 0.3 and tiny_model().beta == 10.0
+    assert tiny_model(networks_per_step=1).diversity_weight == 0.0
+    assert tiny_model(batch_mode="split").diversity_weight == 0.0
+    assert hk.HyperGAN(hk.targets.regression_1d(), task="regression",
+                       networks_per_step=4).diversity_weight == 0.0
+    assert tiny_model(diversity_weight=0.0).diversity_weight == 0.0
+    assert hk.HyperGAN.from_config(tiny_model().get_config()).diversity_weight == 0.3
 
 
 def test_diversity_weight_checks_its_arguments():
