@@ -37,6 +37,9 @@ flags.DEFINE_float("entropy_weight", 0.0,
 flags.DEFINE_float("diversity_weight", 0.3,
                    "Weight of the function-space diversity reward (0: off; "
                    "hyperkeras.losses.nontrue_class_diversity).")
+flags.DEFINE_float("outlier_diversity_weight", 0.0,
+                   "Weight of the networks' disagreement on blended training images "
+                   "(0: off; HyperGAN(outlier_diversity_weight=...)).")
 flags.DEFINE_string("train_split", "train", "Split trained on (tfds slicing syntax).")
 flags.DEFINE_string("eval_split", "test",
                     "Split evaluated on; to choose settings use a validation split carved "
@@ -62,7 +65,8 @@ def main(argv):
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
                         beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight,
-                        diversity_weight=FLAGS.diversity_weight)
+                        diversity_weight=FLAGS.diversity_weight,
+                        outlier_diversity_weight=FLAGS.outlier_diversity_weight)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
     model.compile(optimizer=hk.optimizers.FusedAdam(schedule),
@@ -91,7 +95,8 @@ def main(argv):
         "steps": FLAGS.steps,
         "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,
         "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "beta",
-                                             "entropy_weight", "diversity_weight", "code_dim",
+                                             "entropy_weight", "diversity_weight",
+                                             "outlier_diversity_weight", "code_dim",
                                              "noise_dim",
                                              "learning_rate", "d_learning_rate", "seed")},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),

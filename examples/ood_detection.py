@@ -77,6 +77,9 @@ flags.DEFINE_float("hypergan_final_lr_fraction", 1.0,
 flags.DEFINE_float("hypergan_beta", 1.0, "HyperGAN's adversarial weight beta.")
 flags.DEFINE_float("hypergan_diversity", 0.0, "HyperGAN's diversity_weight (function-space "
                    "diversity reward; 0: off).")
+flags.DEFINE_float("hypergan_outlier_diversity", 0.0,
+                   "HyperGAN's outlier_diversity_weight (disagreement on blended "
+                   "training images; 0: off).")
 flags.DEFINE_bool("validation", False,
                   "Choose settings without the test set: train on the inlier training "
                   "images less 10,000 (at most a fifth) held out, score those (inliers) against the "
@@ -168,7 +171,8 @@ def build_method(name, input_shape, num_classes, seed=0):
         model = hk.HyperGAN(with_classes(preset, input_shape, num_classes),
                             noise_dim=256, code_dim=128, networks_per_step=16,
                             beta=FLAGS.hypergan_beta,
-                            diversity_weight=FLAGS.hypergan_diversity)
+                            diversity_weight=FLAGS.hypergan_diversity,
+                            outlier_diversity_weight=FLAGS.hypergan_outlier_diversity)
         lr = 1e-3
         if FLAGS.hypergan_final_lr_fraction != 1.0:
             lr = keras.optimizers.schedules.CosineDecay(

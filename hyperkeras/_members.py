@@ -12,6 +12,7 @@ from hyperkeras._utils import num_examples
 from hyperkeras._utils import num_replicas
 from hyperkeras._utils import reject_loss_and_metrics
 from hyperkeras._utils import step_logs
+from hyperkeras.losses import members_mutual_information
 from hyperkeras.losses import nontrue_class_diversity
 
 TASKS = ("classification", "regression")
@@ -135,8 +136,10 @@ class OwnObjectiveModel(MemberModel):
     under a tape, ``training_members()`` gives ``(params, state)``, the
     step's networks, whose ``task_loss`` ``objective(task_loss, state)`` turns
     into the minimised loss, less ``diversity_weight`` times the step
-    networks' :func:`~hyperkeras.losses.nontrue_class_diversity` (divided by
-    the replicas); ``trained_variables()``
+    networks' :func:`~hyperkeras.losses.nontrue_class_diversity` and
+    ``outlier_diversity_weight`` times their
+    :func:`~hyperkeras.losses.members_mutual_information` on
+    ``pseudo_outliers(x)`` (divided by the replicas); ``trained_variables()``
     are updated, then ``after_update(state)`` runs (e.g. a second player).
     Both hooks return ``{name: value}`` for ``objective_metric_names``.
 
@@ -150,6 +153,7 @@ class OwnObjectiveModel(MemberModel):
 
     batch_mode = "shared"
     diversity_weight = 0.0
+    outlier_diversity_weight = 0.0
     task_loss_name = "task_loss"
     objective_metric_names = ()
 
@@ -242,12 +246,20 @@ class OwnObjectiveModel(MemberModel):
         variables = self.trained_variables()
         with tf.GradientTape() as tape:
             params, state = self.training_members()
-            outputs = self.target.forward(params, x)
+            if self.outlier_diversity_weight:   # one pass over the batch and its outliers
+                outputs = self.target.forward(params, tf.concat([x, self.pseudo_outliers(x)], 0))
+                outputs, outlier_outputs = tf.split(outputs, 2, axis=1)
+            else:
+                outputs = self.target.forward(params, x)
             task_loss, acc = self.task_loss(outputs, y)
             loss, logs = self.objective(task_loss, state)
             if self.diversity_weight:
                 loss -= self.diversity_weight * nontrue_class_diversity(outputs, y)
-                logs = {**logs, "loss": loss} if "loss" in logs else logs
+            if self.outlier_diversity_weight:
+                loss -= self.outlier_diversity_weight * members_mutual_information(
+                    outlier_outputs)
+            if "loss" in logs:
+                logs = {**logs, "loss": loss}
             scaled = loss / num_replicas()
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))

@@ -35,6 +35,11 @@ class HyperModel(OwnObjectiveModel):
         reward, :func:`~hyperkeras.losses.nontrue_class_diversity` of the
         step's networks on the batch (classification, shared batches, at
         least two networks per step).
+      outlier_diversity_weight: weight (>= 0; 0: off) of the networks'
+        disagreement on pseudo-outliers made from each batch
+        (:meth:`pseudo_outliers`), measured by
+        :func:`~hyperkeras.losses.members_mutual_information` over all
+        classes; same conditions.
 
     Subclasses set ``noise_dim`` (and ``noise_distribution``) and define
     ``codes(noise)``, one tensor ``[K, num_codes, code_dim]`` (the mixer's or
@@ -53,7 +58,7 @@ class HyperModel(OwnObjectiveModel):
 
     def __init__(self, target, task="classification", ensemble_size=10,
                  eval_seed=0, networks_per_step=32, batch_mode="shared", seed=None,
-                 diversity_weight=0.0, **kwargs):
+                 diversity_weight=0.0, outlier_diversity_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         if task not in TASKS:
@@ -70,10 +75,13 @@ class HyperModel(OwnObjectiveModel):
         self.noise_source = NoiseSource(seed, name="training_noise")
         self.seed = seed
         self.diversity_weight = check_weight("diversity_weight", diversity_weight)
-        if self.diversity_weight and not self.tracks_disagreement:
-            raise ValueError("diversity_weight > 0 needs task='classification', "
-                             "batch_mode='shared' and networks_per_step >= 2, got "
-                             f"{task!r}, {batch_mode!r}, {self.networks_per_step}")
+        self.outlier_diversity_weight = check_weight("outlier_diversity_weight",
+                                                     outlier_diversity_weight)
+        for name in ("diversity_weight", "outlier_diversity_weight"):
+            if getattr(self, name) and not self.tracks_disagreement:
+                raise ValueError(f"{name} > 0 needs task='classification', "
+                                 "batch_mode='shared' and networks_per_step >= 2, got "
+                                 f"{task!r}, {batch_mode!r}, {self.networks_per_step}")
 
     def generate(self, noise, training=False):
         """Map ``[K, noise_dim]`` noise to a list of ``(kernel, bias)`` pairs."""
@@ -110,6 +118,14 @@ class HyperModel(OwnObjectiveModel):
         """The step's networks from fresh training noise; the state is their codes."""
         codes = self.codes(self.training_noise())
         return self.generate_from_codes(codes), codes
+
+    def pseudo_outliers(self, x):
+        """Images no network should be sure of: each image of the batch blended
+        with the next one (weights drawn from U(0.3, 0.7), from the model's
+        NoiseSource)."""
+        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+        mix = self.noise_source.uniform(shape, 0.3, 0.7)
+        return mix * x + (1.0 - mix) * tf.roll(x, shift=1, axis=0)
 
     def sample_noise(self, n, seed=None):
         n = check_positive_int("number of networks", n)
@@ -170,4 +186,5 @@ class HyperModel(OwnObjectiveModel):
                 "ensemble_size": self.ensemble_size, "eval_seed": self.eval_seed,
                 "networks_per_step": self.networks_per_step,
                 "batch_mode": self.batch_mode, "seed": self.seed,
-                "diversity_weight": self.diversity_weight, "name": self.name}
+                "diversity_weight": self.diversity_weight,
+                "outlier_diversity_weight": self.outlier_diversity_weight, "name": self.name}

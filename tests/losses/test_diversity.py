@@ -1,9 +1,12 @@
-"""nontrue_class_diversity against hand-computed cases and a NumPy reference."""
+"""nontrue_class_diversity and members_mutual_information against
+hand-computed cases and a NumPy reference."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from hyperkeras.evaluation import mutual_information
+from hyperkeras.losses import members_mutual_information
 from hyperkeras.losses import nontrue_class_diversity
 
 
@@ -53,6 +56,19 @@ def test_matches_the_reference_and_ignores_the_true_class():
     assert np.abs(grad).max() > 0
 
 
+def test_members_mutual_information_by_hand_and_against_evaluation():
+    # two members, each sure of a different class: MI = log 2; identical: 0
+    sure = np.array([[[50.0, 0.0, 0.0]], [[0.0, 50.0, 0.0]]], np.float32)
+    np.testing.assert_allclose(members_mutual_information(sure), np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(members_mutual_information(np.repeat(sure[:1], 3, 0)), 0.0,
+                               atol=1e-6)
+    logits = np.random.default_rng(2).normal(size=(6, 9, 4)).astype(np.float32) * 2
+    np.testing.assert_allclose(members_mutual_information(logits),
+                               mutual_information(logits, logits=True).mean(), rtol=1e-4)
+
+
 def test_rejects_logits_that_are_not_members_by_batch_by_classes():
-    with pytest.raises(ValueError, match=r"\[members, batch, classes\]"):
-        nontrue_class_diversity(np.zeros((4, 3), np.float32), [0, 1, 2, 0])
+    for fn, args in ((nontrue_class_diversity, ([0, 1, 2, 0],)),
+                     (members_mutual_information, ())):
+        with pytest.raises(ValueError, match=r"\[members, batch, classes\]"):
+            fn(np.zeros((4, 3), np.float32), *args)

@@ -298,3 +298,38 @@ def test_diversity_term_is_in_the_loss_and_spreads_the_wrong_classes():
         spread[weight] = float(hk.losses.nontrue_class_diversity(logits, y))
     assert spread[5.0] > 2 * spread[0.0] + 0.01
     assert hk.HyperGAN.from_config(m.get_config()).diversity_weight == 5.0
+
+
+def test_pseudo_outliers_blend_each_image_with_the_next():
+    m = tiny_model(seed=1)
+    x, _ = tiny_data(6)
+    out = m.pseudo_outliers(tf.constant(x)).numpy()
+    nxt = np.roll(x, 1, axis=0)
+    # out = a x + (1 - a) next with one a per image, in [0.3, 0.7]
+    a = ((out - nxt) * (x - nxt)).sum((1, 2, 3)) / ((x - nxt) ** 2).sum((1, 2, 3))
+    assert np.all((a >= 0.3 - 1e-5) & (a <= 0.7 + 1e-5)) and np.ptp(a) > 0
+    np.testing.assert_allclose(out, a[:, None, None, None] * x
+                               + (1 - a[:, None, None, None]) * nxt, atol=1e-5)
+
+
+def test_outlier_diversity_term_makes_the_networks_disagree_off_the_data():
+    x, y = tiny_data(32)
+    spread = {}
+    for weight in (0.0, 2.0):
+        keras.utils.set_random_seed(3)
+        m = tiny_model(beta=0.0, diversity_weight=0.0, outlier_diversity_weight=weight,
+                       seed=5)
+        m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+        h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=20, verbose=0).history
+        assert np.all(np.isfinite(h["loss"]))
+        if weight:
+            assert np.all(np.array(h["loss"]) < np.array(h["task_loss"]))
+        noise = np.random.default_rng(9).uniform(0, 1, (32, 8, 8, 1)).astype("float32")
+        spread[weight] = float(hk.losses.members_mutual_information(
+            m.member_logits(noise, n=16, seed=1)))
+    assert spread[2.0] > 2 * spread[0.0] + 0.01, spread
+    with pytest.raises(ValueError, match="outlier_diversity_weight > 0 needs"):
+        tiny_model(outlier_diversity_weight=1.0, batch_mode="split")
+    with pytest.raises(ValueError, match="outlier_diversity_weight"):
+        tiny_model(outlier_diversity_weight=-1.0)
+    assert hk.HyperGAN.from_config(m.get_config()).outlier_diversity_weight == 2.0
