@@ -38,12 +38,15 @@ ROWS = {
     "hypergan_beta_10_cosine_diversity_0.5": [
         "--methods", "hypergan", "--hypergan_beta", "10", "--hypergan_diversity", "0.5",
         "--hypergan_final_lr_fraction", "0.05"],
-    "hypergan_beta_10_cosine_diversity_0.3_outlier_0.3": [
-        "--methods", "hypergan", "--hypergan_beta", "10", "--hypergan_diversity", "0.3",
-        "--hypergan_final_lr_fraction", "0.05", "--hypergan_outlier_diversity", "0.3"],
-    "hypergan_beta_10_cosine_diversity_0.3_outlier_1": [
-        "--methods", "hypergan", "--hypergan_beta", "10", "--hypergan_diversity", "0.3",
-        "--hypergan_final_lr_fraction", "0.05", "--hypergan_outlier_diversity", "1"],
+    "hypergan_beta_10_cosine": ["--methods", "hypergan", "--hypergan_beta", "10",
+                                "--hypergan_diversity", "0",
+                                "--hypergan_final_lr_fraction", "0.05"],
+    "hypergan_cosine_outlier_0.3": ["--methods", "hypergan", "--hypergan_diversity", "0",
+                                    "--hypergan_final_lr_fraction", "0.05",
+                                    "--hypergan_outlier_diversity", "0.3"],
+    "hypergan_cosine_outlier_1": ["--methods", "hypergan", "--hypergan_diversity", "0",
+                                  "--hypergan_final_lr_fraction", "0.05",
+                                  "--hypergan_outlier_diversity", "1"],
     "hypergan_cosine_diversity_0.5": ["--methods", "hypergan", "--hypergan_diversity", "0.5",
                                       "--hypergan_final_lr_fraction", "0.05"],
 }
