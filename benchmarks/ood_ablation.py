@@ -19,36 +19,33 @@ import os
 from _ablation import ROOT
 from _ablation import run_rows
 
+
+
+def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0):
+    """A HyperGAN row with every setting explicit (the example's defaults move)."""
+    return ["--methods", "hypergan", "--hypergan_beta", str(beta),
+            "--hypergan_final_lr_fraction", str(final_lr_fraction),
+            "--hypergan_diversity", str(diversity), "--hypergan_outlier_diversity", str(outlier)]
+
+
 ROWS = {
     "deep_ensemble": ["--methods", "deep_ensemble"],
     "mc_dropout": ["--methods", "mc_dropout"],
     "gauge_entropy": ["--methods", "gauge_entropy"],
-    "hypergan": ["--methods", "hypergan", "--hypergan_diversity", "0"],
-    "hypergan_diversity_0.1": ["--methods", "hypergan", "--hypergan_diversity", "0.1"],
-    "hypergan_diversity_0.3": ["--methods", "hypergan", "--hypergan_diversity", "0.3"],
-    "hypergan_diversity_1": ["--methods", "hypergan", "--hypergan_diversity", "1"],
-    "hypergan_diversity_3": ["--methods", "hypergan", "--hypergan_diversity", "3"],
-    "hypergan_cosine": ["--methods", "hypergan", "--hypergan_diversity", "0",
-                        "--hypergan_final_lr_fraction", "0.05"],
-    "hypergan_cosine_diversity_0.3": ["--methods", "hypergan", "--hypergan_diversity", "0.3",
-                                      "--hypergan_final_lr_fraction", "0.05"],
-    "hypergan_beta_10_cosine_diversity_0.3": [
-        "--methods", "hypergan", "--hypergan_beta", "10", "--hypergan_diversity", "0.3",
-        "--hypergan_final_lr_fraction", "0.05"],
-    "hypergan_beta_10_cosine_diversity_0.5": [
-        "--methods", "hypergan", "--hypergan_beta", "10", "--hypergan_diversity", "0.5",
-        "--hypergan_final_lr_fraction", "0.05"],
-    "hypergan_beta_10_cosine": ["--methods", "hypergan", "--hypergan_beta", "10",
-                                "--hypergan_diversity", "0",
-                                "--hypergan_final_lr_fraction", "0.05"],
-    "hypergan_cosine_outlier_0.3": ["--methods", "hypergan", "--hypergan_diversity", "0",
-                                    "--hypergan_final_lr_fraction", "0.05",
-                                    "--hypergan_outlier_diversity", "0.3"],
-    "hypergan_cosine_outlier_1": ["--methods", "hypergan", "--hypergan_diversity", "0",
-                                  "--hypergan_final_lr_fraction", "0.05",
-                                  "--hypergan_outlier_diversity", "1"],
-    "hypergan_cosine_diversity_0.5": ["--methods", "hypergan", "--hypergan_diversity", "0.5",
-                                      "--hypergan_final_lr_fraction", "0.05"],
+    # the example's HyperGAN before this study: constant learning rate, beta 1
+    "hypergan_constant_lr": hypergan(),
+    "hypergan_constant_lr_diversity_0.3": hypergan(diversity=0.3),
+    "hypergan_constant_lr_diversity_1": hypergan(diversity=1),
+    "hypergan_cosine": hypergan(final_lr_fraction=0.05),
+    "hypergan_cosine_diversity_0.3": hypergan(final_lr_fraction=0.05, diversity=0.3),
+    "hypergan_cosine_diversity_0.5": hypergan(final_lr_fraction=0.05, diversity=0.5),
+    "hypergan_cosine_outlier_0.3": hypergan(final_lr_fraction=0.05, outlier=0.3),
+    "hypergan_cosine_outlier_1": hypergan(final_lr_fraction=0.05, outlier=1),
+    # the example's HyperGAN now
+    "hypergan_beta_10_cosine": hypergan(beta=10, final_lr_fraction=0.05),
+    # not yet run
+    "hypergan_beta_10_cosine_outlier_0.3": hypergan(beta=10, final_lr_fraction=0.05,
+                                                    outlier=0.3),
 }
 
 

@@ -71,10 +71,10 @@ flags.DEFINE_integer("networks", 100, "Sampled networks per prediction (not for 
 flags.DEFINE_integer("eval_examples", 1000, "Test examples per set (0: all).")
 flags.DEFINE_string("score", "entropy", "Outlier score: entropy, mutual_information, "
                     "max_probability.")
-flags.DEFINE_float("hypergan_final_lr_fraction", 1.0,
+flags.DEFINE_float("hypergan_final_lr_fraction", 0.05,
                    "HyperGAN's learning rate decays (cosine) over its steps down to this "
                    "fraction of 1e-3 (1: constant).")
-flags.DEFINE_float("hypergan_beta", 1.0, "HyperGAN's adversarial weight beta.")
+flags.DEFINE_float("hypergan_beta", 10.0, "HyperGAN's adversarial weight beta.")
 flags.DEFINE_float("hypergan_diversity", 0.0, "HyperGAN's diversity_weight (function-space "
                    "diversity reward; 0: off).")
 flags.DEFINE_float("hypergan_outlier_diversity", 0.0,
