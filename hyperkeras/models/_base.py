@@ -124,7 +124,7 @@ class HyperModel(OwnObjectiveModel):
         with the next one (weights drawn from U(0.3, 0.7), from the model's
         NoiseSource)."""
         shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
-        mix = self.noise_source.uniform(shape, 0.3, 0.7)
+        mix = tf.cast(self.noise_source.uniform(shape, 0.3, 0.7), x.dtype)
         return mix * x + (1.0 - mix) * tf.roll(x, shift=1, axis=0)
 
     def sample_noise(self, n, seed=None):
