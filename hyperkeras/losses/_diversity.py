@@ -46,5 +46,9 @@ def nontrue_class_diversity(logits, labels):
     """
     logits = _check_logits(logits)
     labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    if labels.shape[0] is not None and logits.shape[1] is not None \
+            and labels.shape[0] != logits.shape[1]:
+        raise ValueError(f"{labels.shape[0]} labels for a batch of {logits.shape[1]} "
+                         f"(logits {logits.shape}); the members must share one batch")
     true = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
     return _mean_mutual_information(tf.nn.log_softmax(logits - 1e9 * true))

@@ -72,3 +72,5 @@ def test_rejects_logits_that_are_not_members_by_batch_by_classes():
                      (members_mutual_information, ())):
         with pytest.raises(ValueError, match=r"\[members, batch, classes\]"):
             fn(np.zeros((4, 3), np.float32), *args)
+    with pytest.raises(ValueError, match="6 labels for a batch of 2"):
+        nontrue_class_diversity(np.zeros((3, 2, 3), np.float32), np.zeros(6, np.int32))
