@@ -2,6 +2,7 @@
 example script with extra flags; its metrics.json is summarised into one
 JSON row (stderr as it goes, the whole table on stdout at the end)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,7 +18,6 @@ def run_rows(rows, base_cmd, summarise, header, argv=None, default_out=None):
     is the dict printed above the rows (the machine is added). ``--rows``
     picks rows by name, ``--out`` is the output folder.
     """
-    import argparse  # noqa: PLC0415
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _machine import machine_info  # noqa: PLC0415
     ap = argparse.ArgumentParser()
