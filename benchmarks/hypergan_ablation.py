@@ -39,6 +39,11 @@ ROWS = {
     "diversity_1": ["--beta", "1", "--diversity_weight", "1"],
     "diversity_3": ["--beta", "1", "--diversity_weight", "3"],
     "beta_10_diversity_0.3": ["--beta", "10", "--diversity_weight", "0.3"],
+    "beta_10_diversity_0.5": ["--beta", "10", "--diversity_weight", "0.5"],
+    # no prior matching: the diversity term alone spreads the networks
+    "beta_0_diversity_0.5": ["--beta", "0", "--diversity_weight", "0.5"],
+    "beta_0_diversity_1": ["--beta", "0", "--diversity_weight", "1"],
+    "beta_0.1_diversity_0.5": ["--beta", "0.1", "--diversity_weight", "0.5"],
     # full length (the example's 6000 steps, about 13 min a row): not yet run
     "paper_full": [*PAPER, "--steps", "6000"],
     "diversity_0.3_full": ["--beta", "1", "--diversity_weight", "0.3", "--steps", "6000"],

@@ -21,17 +21,25 @@ from _ablation import run_rows
 
 
 
-def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0):
+def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=1000):
     """A HyperGAN row with every setting explicit (the example's defaults move)."""
     return ["--methods", "hypergan", "--hypergan_beta", str(beta),
             "--hypergan_final_lr_fraction", str(final_lr_fraction),
-            "--hypergan_diversity", str(diversity), "--hypergan_outlier_diversity", str(outlier)]
+            "--hypergan_diversity", str(diversity), "--hypergan_outlier_diversity", str(outlier),
+            "--eval_examples", str(eval_examples)]
+
+
+def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0):
+    """A gauge-entropy row with every setting explicit."""
+    return ["--methods", "gauge_entropy", "--gauge_steps", str(steps),
+            "--gauge_lambda", str(lambda_), "--eval_examples", str(eval_examples),
+            "--seed", str(seed)]
 
 
 ROWS = {
-    "deep_ensemble": ["--methods", "deep_ensemble"],
-    "mc_dropout": ["--methods", "mc_dropout"],
-    "gauge_entropy": ["--methods", "gauge_entropy"],
+    "deep_ensemble": ["--methods", "deep_ensemble", "--eval_examples", "1000"],
+    "mc_dropout": ["--methods", "mc_dropout", "--eval_examples", "1000"],
+    "gauge_entropy": ["--methods", "gauge_entropy", "--eval_examples", "1000"],
     # the example's HyperGAN before this study: constant learning rate, beta 1
     "hypergan_constant_lr": hypergan(),
     "hypergan_constant_lr_diversity_0.3": hypergan(diversity=0.3),
@@ -43,9 +51,21 @@ ROWS = {
     "hypergan_cosine_outlier_1": hypergan(final_lr_fraction=0.05, outlier=1),
     # the example's HyperGAN now
     "hypergan_beta_10_cosine": hypergan(beta=10, final_lr_fraction=0.05),
-    # not yet run
-    "hypergan_beta_10_cosine_outlier_0.3": hypergan(beta=10, final_lr_fraction=0.05,
-                                                    outlier=0.3),
+    # 3,000 images per side (the rows above: 1,000), and a second seed
+    "deep_ensemble_eval_3000": ["--methods", "deep_ensemble", "--eval_examples", "3000"],
+    "gauge_entropy_eval_3000": gauge(),
+    "gauge_1000_steps": gauge(steps=1000),
+    "gauge_lambda_3e3": gauge(lambda_=3e3),
+    "gauge_lambda_3e2": gauge(lambda_=3e2),
+    "hypergan_beta_0_cosine_outlier_0.3_eval_3000": hypergan(
+        beta=0, final_lr_fraction=0.05, outlier=0.3, eval_examples=3000),
+    "hypergan_beta_10_cosine_outlier_0.3_eval_3000": hypergan(
+        beta=10, final_lr_fraction=0.05, outlier=0.3, eval_examples=3000),
+    "gauge_lambda_1e2": gauge(lambda_=1e2),
+    "deep_ensemble_eval_3000_seed_1": ["--methods", "deep_ensemble", "--eval_examples", "3000",
+                                       "--seed", "1"],
+    "gauge_lambda_3e2_seed_1": gauge(lambda_=3e2, seed=1),
+    "gauge_lambda_1e3_seed_1": gauge(lambda_=1e3, seed=1),
 }
 
 

@@ -68,7 +68,8 @@ flags.DEFINE_integer("ensemble_members", 10, "Deep-ensemble members.")
 flags.DEFINE_float("dropout_rate", 0.5, "MC-dropout rate.")
 flags.DEFINE_integer("networks", 100, "Sampled networks per prediction (not for the "
                      "deep ensemble, which uses all its members).")
-flags.DEFINE_integer("eval_examples", 1000, "Test examples per set (0: all).")
+flags.DEFINE_integer("eval_examples", 0, "Test examples per set (0: all, 5,000 a side on "
+                     "Fashion-MNIST 0-4 vs 5-9).")
 flags.DEFINE_string("score", "entropy", "Outlier score: entropy, mutual_information, "
                     "max_probability.")
 flags.DEFINE_float("hypergan_final_lr_fraction", 0.05,
@@ -80,6 +81,11 @@ flags.DEFINE_float("hypergan_diversity", 0.0, "HyperGAN's diversity_weight (func
 flags.DEFINE_float("hypergan_outlier_diversity", 0.0,
                    "HyperGAN's outlier_diversity_weight (disagreement on blended "
                    "training images; 0: off).")
+flags.DEFINE_float("gauge_diversity", 0.0, "Gauge-entropy model's diversity_weight.")
+flags.DEFINE_float("gauge_outlier_diversity", 0.0,
+                   "Gauge-entropy model's outlier_diversity_weight (disagreement on "
+                   "blended training images).")
+flags.DEFINE_float("gauge_lambda", 1e3, "Gauge-entropy model's accuracy weight lambda.")
 flags.DEFINE_bool("validation", False,
                   "Choose settings without the test set: train on the inlier training "
                   "images less 10,000 (at most a fifth) held out, score those (inliers) against the "
@@ -185,7 +191,9 @@ def build_method(name, input_shape, num_classes, seed=0):
         if cls is None:
             raise RuntimeError("hyperkeras.GaugeEntropyHyperNetwork is not available")
         model = cls(with_classes(preset, input_shape, num_classes), seed=seed,
-                    networks_per_step=32, batch_mode="split")
+                    networks_per_step=32, batch_mode="split", lambda_=FLAGS.gauge_lambda,
+                    diversity_weight=FLAGS.gauge_diversity,
+                    outlier_diversity_weight=FLAGS.gauge_outlier_diversity)
         model.compile(optimizer=adam_with_decay(1e-3, 0.9995))
         return model, 32 * 32
     target = with_classes(preset, input_shape, num_classes)
@@ -273,6 +281,9 @@ def main(argv):
             "outlier_mean_entropy": res["outlier_mean_score"],
             "ensembles": {str(k): v for k, v in scores.items()},
             "diversity": ev.diversity(model, n=min(n, 100), seed=FLAGS.seed + 1),
+            "settings": {k: getattr(model, k) for k in (
+                "beta", "lambda_", "diversity_weight", "outlier_diversity_weight")
+                if hasattr(model, k)},
             "train_steps": steps_of(name), "train_seconds": seconds,
             "eval_seconds": time.time() - start, "final_logs": logs,
         }
@@ -297,7 +308,11 @@ def main(argv):
                            title="Predictive entropy: outliers (solid), inliers (dashed)",
                            max_entropy=math.log(num_classes), dashed_curves=cdf_in)
         plots.accuracy_histograms(singles, os.path.join(FLAGS.out, "accuracy_hist.png"))
+    settings = ("target", "networks", "ensemble_members", "dropout_rate", "eval_examples",
+                "seed", "validation", *(f for f in FLAGS if f.startswith(("hypergan_", "gauge_"))),
+                "ensemble_steps", "dropout_steps")
     metrics = {**info, "score": FLAGS.score, "num_classes": num_classes,
+               "flags": {k: FLAGS[k].value for k in settings},
                "methods": results, "total_seconds": time.time() - total}
     with open(os.path.join(FLAGS.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -84,13 +84,16 @@ def test_ood_detection_example_with_lenet5(tiny_npz, tmp_path):
 
 def test_ood_validation_split_uses_no_test_image(tiny_npz, tmp_path):
     r = run_example("ood_detection.py", "--inlier", tiny_npz, "--inlier_classes", "0-4",
-                    "--validation", "--methods", "hypergan", "--hypergan_steps", "2",
-                    "--hypergan_diversity", "0.5", "--networks", "4",
+                    "--validation", "--methods", "hypergan,gauge_entropy",
+                    "--hypergan_steps", "2", "--gauge_steps", "2",
+                    "--hypergan_diversity", "0.5", "--gauge_lambda", "300", "--networks", "4",
                     "--eval_examples", "0", "--out", str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())
     data = np.load(tiny_npz)
     n_train_in = int(np.sum(data["y_train"] < 5))
-    assert m["evaluated_on"].startswith("validation")
+    assert m["evaluated_on"].startswith("validation") and m["flags"]["validation"]
+    assert m["methods"]["hypergan"]["settings"]["diversity_weight"] == 0.5
+    assert m["methods"]["gauge_entropy"]["settings"]["lambda_"] == 300
     assert m["inlier"]["test_examples"] == n_train_in // 5
     assert m["inlier"]["train_examples"] == n_train_in - n_train_in // 5
     assert m["outlier"]["test_examples"] == int(np.sum(data["y_train"] >= 5))
