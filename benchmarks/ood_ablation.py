@@ -2,11 +2,11 @@
 settings separate outliers as well as a deep ensemble?
 
 Each row is one run of ``examples/ood_detection.py --validation``: trained on
-Fashion-MNIST classes 0-4 less 10,000 held-out training images, which are the
-inliers scored against the training images of classes 5-9 (the test set is
-never used to choose settings). Reported per row: the command, AUROC, AUPR,
-FPR95, ensemble accuracy, NLL and ECE, mean single-network accuracy,
-disagreement, training seconds.
+Fashion-MNIST classes 0-4 less a held-out fifth of their training images
+(6,000), which are the inliers scored against the training images of classes
+5-9 (the test set is never used to choose settings). Reported per row: the
+command, AUROC, AUPR, FPR95, ensemble accuracy, NLL and ECE, mean
+single-network accuracy, disagreement, training seconds.
 
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/ood_ablation.py \\
         > benchmarks/results/ood_ablation.json
