@@ -29,11 +29,11 @@ def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=
             "--eval_examples", str(eval_examples)]
 
 
-def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0):
+def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0):
     """A gauge-entropy row with every setting explicit."""
     return ["--methods", "gauge_entropy", "--gauge_steps", str(steps),
-            "--gauge_lambda", str(lambda_), "--eval_examples", str(eval_examples),
-            "--seed", str(seed)]
+            "--gauge_lambda", str(lambda_), "--gauge_outlier_diversity", str(outlier),
+            "--eval_examples", str(eval_examples), "--seed", str(seed)]
 
 
 ROWS = {
@@ -66,6 +66,10 @@ ROWS = {
                                        "--seed", "1"],
     "gauge_lambda_3e2_seed_1": gauge(lambda_=3e2, seed=1),
     "gauge_lambda_1e3_seed_1": gauge(lambda_=1e3, seed=1),
+    "gauge_outlier_0.3": gauge(outlier=0.3),
+    "gauge_outlier_0.3_seed_1": gauge(outlier=0.3, seed=1),
+    "gauge_outlier_1": gauge(outlier=1),
+    "gauge_outlier_1_seed_1": gauge(outlier=1, seed=1),
 }
 
 

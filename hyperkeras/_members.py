@@ -139,7 +139,7 @@ class OwnObjectiveModel(MemberModel):
     networks' :func:`~hyperkeras.losses.nontrue_class_diversity` and
     ``outlier_diversity_weight`` times their
     :func:`~hyperkeras.losses.members_mutual_information` on
-    ``pseudo_outliers(x)`` (divided by the replicas); ``trained_variables()``
+    ``pseudo_outliers(x)`` (:meth:`with_outliers`; divided by the replicas); ``trained_variables()``
     are updated, then ``after_update(state)`` runs (e.g. a second player).
     Both hooks return ``{name: value}`` for ``objective_metric_names``.
 
@@ -239,6 +239,16 @@ class OwnObjectiveModel(MemberModel):
         return tuple(tf.reshape(t[:b * k], tf.concat([[k, b], tf.shape(t)[1:]], 0))
                      for t in (x, y))
 
+    def with_outliers(self, x):
+        """The batch followed by ``pseudo_outliers``, every network's outputs
+        ``[K, 2b, ...]`` splitting into batch and outliers. Per-network
+        batches ``[K, b, ...]`` ("split") all get the outliers made from the
+        first network's batch, so the networks are compared on the same images."""
+        if self.batch_mode == "shared":
+            return tf.concat([x, self.pseudo_outliers(x)], 0)
+        outliers = self.pseudo_outliers(x[0])
+        return tf.concat([x, tf.broadcast_to(outliers[None], tf.shape(x))], 1)
+
     def train_step(self, data):
         x, y = data[0], data[1]
         weight = num_examples(x)
@@ -247,7 +257,7 @@ class OwnObjectiveModel(MemberModel):
         with tf.GradientTape() as tape:
             params, state = self.training_members()
             if self.outlier_diversity_weight:   # one pass over the batch and its outliers
-                outputs = self.target.forward(params, tf.concat([x, self.pseudo_outliers(x)], 0))
+                outputs = self.target.forward(params, self.with_outliers(x))
                 outputs, outlier_outputs = tf.split(outputs, 2, axis=1)
             else:
                 outputs = self.target.forward(params, x)

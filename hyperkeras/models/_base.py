@@ -39,7 +39,9 @@ class HyperModel(OwnObjectiveModel):
         disagreement on pseudo-outliers made from each batch
         (:meth:`pseudo_outliers`), measured by
         :func:`~hyperkeras.losses.members_mutual_information` over all
-        classes; same conditions.
+        classes (classification, at least two networks per step; with
+        ``batch_mode="split"`` every network sees the outliers made from
+        the first network's batch).
 
     Subclasses set ``noise_dim`` (and ``noise_distribution``) and define
     ``codes(noise)``, one tensor ``[K, num_codes, code_dim]`` (the mixer's or
@@ -77,11 +79,15 @@ class HyperModel(OwnObjectiveModel):
         self.diversity_weight = check_weight("diversity_weight", diversity_weight)
         self.outlier_diversity_weight = check_weight("outlier_diversity_weight",
                                                      outlier_diversity_weight)
-        for name in ("diversity_weight", "outlier_diversity_weight"):
-            if getattr(self, name) and not self.tracks_disagreement:
-                raise ValueError(f"{name} > 0 needs task='classification', "
-                                 "batch_mode='shared' and networks_per_step >= 2, got "
-                                 f"{task!r}, {batch_mode!r}, {self.networks_per_step}")
+        if self.diversity_weight and not self.tracks_disagreement:
+            raise ValueError("diversity_weight > 0 needs task='classification', "
+                             "batch_mode='shared' and networks_per_step >= 2, got "
+                             f"{task!r}, {batch_mode!r}, {self.networks_per_step}")
+        if self.outlier_diversity_weight and not (task == "classification"
+                                                  and self.networks_per_step >= 2):
+            raise ValueError("outlier_diversity_weight > 0 needs task='classification' "
+                             f"and networks_per_step >= 2, got {task!r}, "
+                             f"{self.networks_per_step}")
 
     def generate(self, noise, training=False):
         """Map ``[K, noise_dim]`` noise to a list of ``(kernel, bias)`` pairs."""

@@ -165,3 +165,36 @@ def test_keras_round_trip_and_export(tmp_path):
     reloaded = tf.saved_model.load(out)  # keep a reference: its variables live here
     served = reloaded.serve(tf.constant(x))
     np.testing.assert_allclose(served["probabilities"].numpy(), m(x).numpy(), atol=1e-5)
+
+
+def test_split_batches_share_the_outliers_of_the_first_network():
+    m = tiny_model(batch_mode="split", outlier_diversity_weight=1.0, seed=3)
+    x = tf.constant(np.random.default_rng(1).uniform(size=(4, 5, 8, 8, 1)), tf.float32)
+    out = m.with_outliers(x).numpy()
+    assert out.shape == (4, 10, 8, 8, 1)
+    np.testing.assert_array_equal(out[:, :5], x.numpy())
+    for k in range(1, 4):      # the same outliers for every network
+        np.testing.assert_array_equal(out[k, 5:], out[0, 5:])
+    # blends of the first network's images: each lies between an image and the next
+    lo, hi = np.minimum(x[0], np.roll(x[0], 1, 0)), np.maximum(x[0], np.roll(x[0], 1, 0))
+    assert np.all((out[0, 5:] >= lo - 1e-6) & (out[0, 5:] <= hi + 1e-6))
+    assert not np.allclose(out[0, 5:], x[0])
+
+
+def test_outlier_diversity_term_trains_with_split_batches():
+    x, y = tiny_data(32)
+    spread = {}
+    for weight in (0.0, 3.0):
+        keras.utils.set_random_seed(3)
+        m = tiny_model(batch_mode="split", outlier_diversity_weight=weight, entropy_weight=0.0,
+                       lambda_=10.0, seed=5)
+        m.compile(optimizer=keras.optimizers.Adam(1e-2))
+        h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=20, verbose=0).history
+        assert np.all(np.isfinite(h["loss"]))
+        noise = np.random.default_rng(9).uniform(0, 1, (32, 8, 8, 1)).astype("float32")
+        spread[weight] = float(losses.members_mutual_information(
+            m.member_logits(noise, n=16, seed=1)))
+    assert spread[3.0] > 2 * spread[0.0] + 0.01, spread
+    assert hk.GaugeEntropyHyperNetwork.from_config(m.get_config()).outlier_diversity_weight == 3.0
+    with pytest.raises(ValueError, match="diversity_weight > 0 needs"):
+        tiny_model(batch_mode="split", diversity_weight=1.0)

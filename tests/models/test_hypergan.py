@@ -329,7 +329,7 @@ def test_outlier_diversity_term_makes_the_networks_disagree_off_the_data():
             m.member_logits(noise, n=16, seed=1)))
     assert spread[2.0] > 2 * spread[0.0] + 0.01, spread
     with pytest.raises(ValueError, match="outlier_diversity_weight > 0 needs"):
-        tiny_model(outlier_diversity_weight=1.0, batch_mode="split")
+        tiny_model(outlier_diversity_weight=1.0, networks_per_step=1)
     with pytest.raises(ValueError, match="outlier_diversity_weight"):
         tiny_model(outlier_diversity_weight=-1.0)
     assert hk.HyperGAN.from_config(m.get_config()).outlier_diversity_weight == 2.0
