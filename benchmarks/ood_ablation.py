@@ -69,7 +69,6 @@ ROWS = {
     "gauge_outlier_0.3": gauge(outlier=0.3),
     "gauge_outlier_0.3_seed_1": gauge(outlier=0.3, seed=1),
     "gauge_outlier_1": gauge(outlier=1),
-    "gauge_outlier_1_seed_1": gauge(outlier=1, seed=1),
 }
 
 
