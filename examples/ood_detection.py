@@ -81,7 +81,6 @@ flags.DEFINE_float("hypergan_diversity", 0.0, "HyperGAN's diversity_weight (func
 flags.DEFINE_float("hypergan_outlier_diversity", 0.0,
                    "HyperGAN's outlier_diversity_weight (disagreement on blended "
                    "training images; 0: off).")
-flags.DEFINE_float("gauge_diversity", 0.0, "Gauge-entropy model's diversity_weight.")
 flags.DEFINE_float("gauge_outlier_diversity", 0.0,
                    "Gauge-entropy model's outlier_diversity_weight (disagreement on "
                    "blended training images).")
@@ -192,7 +191,6 @@ def build_method(name, input_shape, num_classes, seed=0):
             raise RuntimeError("hyperkeras.GaugeEntropyHyperNetwork is not available")
         model = cls(with_classes(preset, input_shape, num_classes), seed=seed,
                     networks_per_step=32, batch_mode="split", lambda_=FLAGS.gauge_lambda,
-                    diversity_weight=FLAGS.gauge_diversity,
                     outlier_diversity_weight=FLAGS.gauge_outlier_diversity)
         model.compile(optimizer=adam_with_decay(1e-3, 0.9995))
         return model, 32 * 32
