@@ -87,8 +87,8 @@ flags.DEFINE_float("gauge_outlier_diversity", 0.0,
 flags.DEFINE_float("gauge_lambda", 1e3, "Gauge-entropy model's accuracy weight lambda.")
 flags.DEFINE_bool("validation", False,
                   "Choose settings without the test set: train on the inlier training "
-                  "images less 10,000 (at most a fifth) held out, score those (inliers) against the "
-                  "outlier classes' training images.")
+                  "images less 10,000 (at most a fifth) held out, score those (inliers) "
+                  "against the outlier classes' training images.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out", "runs/ood_detection", "Output folder.")
 

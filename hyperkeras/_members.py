@@ -139,8 +139,9 @@ class OwnObjectiveModel(MemberModel):
     networks' :func:`~hyperkeras.losses.nontrue_class_diversity` and
     ``outlier_diversity_weight`` times their
     :func:`~hyperkeras.losses.members_mutual_information` on
-    ``pseudo_outliers(x)`` (:meth:`with_outliers`; divided by the replicas); ``trained_variables()``
-    are updated, then ``after_update(state)`` runs (e.g. a second player).
+    ``pseudo_outliers(x)`` (:meth:`with_outliers`; divided by the replicas);
+    ``trained_variables()`` are updated, then ``after_update(state)`` runs
+    (e.g. a second player).
     Both hooks return ``{name: value}`` for ``objective_metric_names``.
 
     Reported: the task loss (``task_loss_name``), ``accuracy``
