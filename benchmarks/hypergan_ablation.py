@@ -50,6 +50,9 @@ ROWS = {
     "diversity_0.5_full": ["--beta", "1", "--diversity_weight", "0.5", "--steps", "6000"],
     "beta_10_diversity_0.3_full": ["--beta", "10", "--diversity_weight", "0.3",
                                    "--steps", "6000"],
+    # a longer schedule (the example's 20-minute limit allows about 8500 steps)
+    "beta_10_diversity_0.3_8500": ["--beta", "10", "--diversity_weight", "0.3",
+                                   "--steps", "8500"],
 }
 
 

@@ -21,18 +21,25 @@ from _ablation import run_rows
 
 
 
-def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=1000):
-    """A HyperGAN row with every setting explicit (the example's defaults move)."""
+def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=1000,
+             outlier_entropy=None, seed=None):
+    """A HyperGAN row with every setting explicit (the example's defaults move;
+    rows older than a flag leave it out, so their recorded commands stay)."""
     return ["--methods", "hypergan", "--hypergan_beta", str(beta),
             "--hypergan_final_lr_fraction", str(final_lr_fraction),
             "--hypergan_diversity", str(diversity), "--hypergan_outlier_diversity", str(outlier),
-            "--eval_examples", str(eval_examples)]
+            *([] if outlier_entropy is None else ["--hypergan_outlier_entropy",
+                                                  str(outlier_entropy)]),
+            "--eval_examples", str(eval_examples),
+            *([] if seed is None else ["--seed", str(seed)])]
 
 
-def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0):
+def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0, outlier_entropy=None):
     """A gauge-entropy row with every setting explicit."""
     return ["--methods", "gauge_entropy", "--gauge_steps", str(steps),
             "--gauge_lambda", str(lambda_), "--gauge_outlier_diversity", str(outlier),
+            *([] if outlier_entropy is None else ["--gauge_outlier_entropy",
+                                                  str(outlier_entropy)]),
             "--eval_examples", str(eval_examples), "--seed", str(seed)]
 
 
@@ -69,6 +76,17 @@ ROWS = {
     "gauge_outlier_0.3": gauge(outlier=0.3),
     "gauge_outlier_0.3_seed_1": gauge(outlier=0.3, seed=1),
     "gauge_outlier_1": gauge(outlier=1),
+    # outlier exposure: each network's entropy on the blends
+    "hypergan_beta_10_cosine_eval_3000": hypergan(beta=10, final_lr_fraction=0.05,
+                                                  eval_examples=3000),
+    "hypergan_beta_10_cosine_oe_0.1": hypergan(beta=10, final_lr_fraction=0.05,
+                                               outlier_entropy=0.1, eval_examples=3000),
+    "hypergan_beta_10_cosine_oe_0.3": hypergan(beta=10, final_lr_fraction=0.05,
+                                               outlier_entropy=0.3, eval_examples=3000),
+    "hypergan_beta_10_cosine_oe_1": hypergan(beta=10, final_lr_fraction=0.05,
+                                             outlier_entropy=1, eval_examples=3000),
+    "gauge_oe_0.3": gauge(outlier_entropy=0.3),
+    "gauge_oe_1": gauge(outlier_entropy=1),
 }
 
 

@@ -40,6 +40,9 @@ flags.DEFINE_float("diversity_weight", 0.3,
 flags.DEFINE_float("outlier_diversity_weight", 0.0,
                    "Weight of the networks' disagreement on blended training images "
                    "(0: off; HyperGAN(outlier_diversity_weight=...)).")
+flags.DEFINE_float("outlier_entropy_weight", 0.0,
+                   "Weight of outlier exposure: each network's entropy on blended "
+                   "training images (0: off; HyperGAN(outlier_entropy_weight=...)).")
 flags.DEFINE_string("train_split", "train", "Split trained on (tfds slicing syntax).")
 flags.DEFINE_string("eval_split", "test",
                     "Split evaluated on; to choose settings use a validation split carved "
@@ -66,7 +69,8 @@ def main(argv):
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
                         beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight,
                         diversity_weight=FLAGS.diversity_weight,
-                        outlier_diversity_weight=FLAGS.outlier_diversity_weight)
+                        outlier_diversity_weight=FLAGS.outlier_diversity_weight,
+                        outlier_entropy_weight=FLAGS.outlier_entropy_weight)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
     model.compile(optimizer=hk.optimizers.FusedAdam(schedule),
@@ -96,7 +100,8 @@ def main(argv):
         "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,
         "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "beta",
                                              "entropy_weight", "diversity_weight",
-                                             "outlier_diversity_weight", "code_dim",
+                                             "outlier_diversity_weight",
+                                             "outlier_entropy_weight", "code_dim",
                                              "noise_dim",
                                              "learning_rate", "d_learning_rate", "seed")},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),

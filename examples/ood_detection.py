@@ -81,6 +81,12 @@ flags.DEFINE_float("hypergan_diversity", 0.0, "HyperGAN's diversity_weight (func
 flags.DEFINE_float("hypergan_outlier_diversity", 0.0,
                    "HyperGAN's outlier_diversity_weight (disagreement on blended "
                    "training images; 0: off).")
+flags.DEFINE_float("hypergan_outlier_entropy", 0.0,
+                   "HyperGAN's outlier_entropy_weight (outlier exposure: each network's "
+                   "entropy on blended training images; 0: off).")
+flags.DEFINE_float("gauge_outlier_entropy", 0.0,
+                   "Gauge-entropy model's outlier_entropy_weight (outlier exposure on "
+                   "blended training images; 0: off).")
 flags.DEFINE_float("gauge_outlier_diversity", 0.0,
                    "Gauge-entropy model's outlier_diversity_weight (disagreement on "
                    "blended training images).")
@@ -177,7 +183,8 @@ def build_method(name, input_shape, num_classes, seed=0):
                             noise_dim=256, code_dim=128, networks_per_step=16,
                             beta=FLAGS.hypergan_beta,
                             diversity_weight=FLAGS.hypergan_diversity,
-                            outlier_diversity_weight=FLAGS.hypergan_outlier_diversity)
+                            outlier_diversity_weight=FLAGS.hypergan_outlier_diversity,
+                            outlier_entropy_weight=FLAGS.hypergan_outlier_entropy)
         lr = 1e-3
         if FLAGS.hypergan_final_lr_fraction != 1.0:
             lr = keras.optimizers.schedules.CosineDecay(
@@ -191,7 +198,8 @@ def build_method(name, input_shape, num_classes, seed=0):
             raise RuntimeError("hyperkeras.GaugeEntropyHyperNetwork is not available")
         model = cls(with_classes(preset, input_shape, num_classes), seed=seed,
                     networks_per_step=32, batch_mode="split", lambda_=FLAGS.gauge_lambda,
-                    outlier_diversity_weight=FLAGS.gauge_outlier_diversity)
+                    outlier_diversity_weight=FLAGS.gauge_outlier_diversity,
+                    outlier_entropy_weight=FLAGS.gauge_outlier_entropy)
         model.compile(optimizer=adam_with_decay(1e-3, 0.9995))
         return model, 32 * 32
     target = with_classes(preset, input_shape, num_classes)
@@ -280,7 +288,8 @@ def main(argv):
             "ensembles": {str(k): v for k, v in scores.items()},
             "diversity": ev.diversity(model, n=min(n, 100), seed=FLAGS.seed + 1),
             "settings": {k: getattr(model, k) for k in (
-                "beta", "lambda_", "diversity_weight", "outlier_diversity_weight")
+                "beta", "lambda_", "diversity_weight", "outlier_diversity_weight",
+                "outlier_entropy_weight")
                 if hasattr(model, k)},
             "train_steps": steps_of(name), "train_seconds": seconds,
             "eval_seconds": time.time() - start, "final_logs": logs,

@@ -12,6 +12,7 @@ from hyperkeras._utils import num_examples
 from hyperkeras._utils import num_replicas
 from hyperkeras._utils import reject_loss_and_metrics
 from hyperkeras._utils import step_logs
+from hyperkeras.losses import members_mean_entropy
 from hyperkeras.losses import members_mutual_information
 from hyperkeras.losses import nontrue_class_diversity
 
@@ -139,7 +140,10 @@ class OwnObjectiveModel(MemberModel):
     networks' :func:`~hyperkeras.losses.nontrue_class_diversity` and
     ``outlier_diversity_weight`` times their
     :func:`~hyperkeras.losses.members_mutual_information` on
-    ``pseudo_outliers(x)`` (:meth:`with_outliers`; divided by the replicas);
+    ``pseudo_outliers(x)`` (:meth:`with_outliers`) and
+    ``outlier_entropy_weight`` times their
+    :func:`~hyperkeras.losses.members_mean_entropy` there (divided by the
+    replicas);
     ``trained_variables()`` are updated, then ``after_update(state)`` runs
     (e.g. a second player).
     Both hooks return ``{name: value}`` for ``objective_metric_names``.
@@ -155,6 +159,7 @@ class OwnObjectiveModel(MemberModel):
     batch_mode = "shared"
     diversity_weight = 0.0
     outlier_diversity_weight = 0.0
+    outlier_entropy_weight = 0.0
     task_loss_name = "task_loss"
     objective_metric_names = ()
 
@@ -257,7 +262,8 @@ class OwnObjectiveModel(MemberModel):
         variables = self.trained_variables()
         with tf.GradientTape() as tape:
             params, state = self.training_members()
-            if self.outlier_diversity_weight:   # one pass over the batch and its outliers
+            outliers = self.outlier_diversity_weight or self.outlier_entropy_weight
+            if outliers:   # one pass over the batch and its outliers
                 outputs = self.target.forward(params, self.with_outliers(x))
                 outputs, outlier_outputs = tf.split(outputs, 2, axis=1)
             else:
@@ -269,6 +275,8 @@ class OwnObjectiveModel(MemberModel):
             if self.outlier_diversity_weight:
                 loss -= self.outlier_diversity_weight * members_mutual_information(
                     outlier_outputs)
+            if self.outlier_entropy_weight:
+                loss -= self.outlier_entropy_weight * members_mean_entropy(outlier_outputs)
             if "loss" in logs:
                 logs = {**logs, "loss": loss}
             scaled = loss / num_replicas()

@@ -24,6 +24,15 @@ def _mean_mutual_information(lp):
     return tf.reduce_mean(entropy_of_mean - mean_entropy)
 
 
+def members_mean_entropy(logits):
+    """Mean over members and examples of the entropy of each member's
+    prediction of ``[K, B, C]`` logits, nats in ``[0, log C]``. Maximised on
+    inputs no member should be sure of, it is outlier exposure (Hendrycks et
+    al., 2019: cross-entropy to the uniform distribution, up to a constant)."""
+    lp = tf.nn.log_softmax(_check_logits(logits))
+    return -tf.reduce_mean(tf.reduce_sum(tf.exp(lp) * lp, -1))
+
+
 def members_mutual_information(logits):
     """Mean over examples of the mutual information between member and
     prediction of ``[K, B, C]`` logits, nats in ``[0, log K]`` (0: the

@@ -42,6 +42,10 @@ class HyperModel(OwnObjectiveModel):
         classes (classification, at least two networks per step; with
         ``batch_mode="split"`` every network sees the outliers made from
         the first network's batch).
+      outlier_entropy_weight: weight (>= 0; 0: off) of outlier exposure on
+        the same pseudo-outliers: the networks' mean predictive entropy
+        there (:func:`~hyperkeras.losses.members_mean_entropy`, each network
+        pushed towards "unsure"; classification, any ``networks_per_step``).
 
     Subclasses set ``noise_dim`` (and ``noise_distribution``) and define
     ``codes(noise)``, one tensor ``[K, num_codes, code_dim]`` (the mixer's or
@@ -60,7 +64,8 @@ class HyperModel(OwnObjectiveModel):
 
     def __init__(self, target, task="classification", ensemble_size=10,
                  eval_seed=0, networks_per_step=32, batch_mode="shared", seed=None,
-                 diversity_weight=0.0, outlier_diversity_weight=0.0, **kwargs):
+                 diversity_weight=0.0, outlier_diversity_weight=0.0,
+                 outlier_entropy_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         if task not in TASKS:
@@ -79,6 +84,8 @@ class HyperModel(OwnObjectiveModel):
         self.diversity_weight = check_weight("diversity_weight", diversity_weight)
         self.outlier_diversity_weight = check_weight("outlier_diversity_weight",
                                                      outlier_diversity_weight)
+        self.outlier_entropy_weight = check_weight("outlier_entropy_weight",
+                                                   outlier_entropy_weight)
         if self.diversity_weight and not self.tracks_disagreement:
             raise ValueError("diversity_weight > 0 needs task='classification', "
                              "batch_mode='shared' and networks_per_step >= 2, got "
@@ -88,6 +95,8 @@ class HyperModel(OwnObjectiveModel):
             raise ValueError("outlier_diversity_weight > 0 needs task='classification' "
                              f"and networks_per_step >= 2, got {task!r}, "
                              f"{self.networks_per_step}")
+        if self.outlier_entropy_weight and task != "classification":
+            raise ValueError(f"outlier_entropy_weight > 0 needs task='classification', got {task!r}")
 
     def generate(self, noise, training=False):
         """Map ``[K, noise_dim]`` noise to a list of ``(kernel, bias)`` pairs."""
@@ -193,4 +202,5 @@ class HyperModel(OwnObjectiveModel):
                 "networks_per_step": self.networks_per_step,
                 "batch_mode": self.batch_mode, "seed": self.seed,
                 "diversity_weight": self.diversity_weight,
-                "outlier_diversity_weight": self.outlier_diversity_weight, "name": self.name}
+                "outlier_diversity_weight": self.outlier_diversity_weight,
+                "outlier_entropy_weight": self.outlier_entropy_weight, "name": self.name}

@@ -1,11 +1,13 @@
-"""nontrue_class_diversity and members_mutual_information against
-hand-computed cases and a NumPy reference."""
+"""nontrue_class_diversity, members_mutual_information and
+members_mean_entropy against hand-computed cases and a NumPy reference."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from hyperkeras.evaluation import expected_entropy
 from hyperkeras.evaluation import mutual_information
+from hyperkeras.losses import members_mean_entropy
 from hyperkeras.losses import members_mutual_information
 from hyperkeras.losses import nontrue_class_diversity
 
@@ -67,9 +69,24 @@ def test_members_mutual_information_by_hand_and_against_evaluation():
                                mutual_information(logits, logits=True).mean(), rtol=1e-4)
 
 
+def test_members_mean_entropy_by_hand_and_against_evaluation():
+    # uniform members: log C; sure members: 0, whether or not they agree
+    np.testing.assert_allclose(members_mean_entropy(np.zeros((2, 3, 4), np.float32)),
+                               np.log(4), rtol=1e-6)
+    sure = np.array([[[50.0, 0.0, 0.0]], [[0.0, 50.0, 0.0]]], np.float32)
+    np.testing.assert_allclose(members_mean_entropy(sure), 0.0, atol=1e-6)
+    # one member at (1/2, 1/2, ~0), one uniform: (log 2 + log 3) / 2
+    half = np.array([[[0.0, 0.0, -60.0]], [[0.0, 0.0, 0.0]]], np.float32)
+    np.testing.assert_allclose(members_mean_entropy(half), (np.log(2) + np.log(3)) / 2,
+                               rtol=1e-5)
+    logits = np.random.default_rng(3).normal(size=(5, 7, 4)).astype(np.float32) * 2
+    np.testing.assert_allclose(members_mean_entropy(logits),
+                               expected_entropy(logits, logits=True).mean(), rtol=1e-5)
+
+
 def test_rejects_logits_that_are_not_members_by_batch_by_classes():
     for fn, args in ((nontrue_class_diversity, ([0, 1, 2, 0],)),
-                     (members_mutual_information, ())):
+                     (members_mutual_information, ()), (members_mean_entropy, ())):
         with pytest.raises(ValueError, match=r"\[members, batch, classes\]"):
             fn(np.zeros((4, 3), np.float32), *args)
     with pytest.raises(ValueError, match="6 labels for a batch of 2"):

@@ -333,3 +333,27 @@ def test_outlier_diversity_term_makes_the_networks_disagree_off_the_data():
     with pytest.raises(ValueError, match="outlier_diversity_weight"):
         tiny_model(outlier_diversity_weight=-1.0)
     assert hk.HyperGAN.from_config(m.get_config()).outlier_diversity_weight == 2.0
+
+
+def test_outlier_entropy_term_is_in_the_loss_and_makes_each_network_unsure_off_the_data():
+    x, y = tiny_data(32)
+    unsure = {}
+    for weight in (0.0, 2.0):
+        keras.utils.set_random_seed(3)
+        # one network per step: outlier exposure needs no second network
+        m = tiny_model(beta=0.0, diversity_weight=0.0, outlier_entropy_weight=weight,
+                       networks_per_step=1, seed=5)
+        m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+        h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=20, verbose=0).history
+        assert np.all(np.isfinite(h["loss"]))
+        if weight:   # loss = task loss - weight * entropy on the blends
+            assert np.all(np.array(h["loss"]) < np.array(h["task_loss"]))
+        blends = m.pseudo_outliers(tf.constant(x)).numpy()
+        unsure[weight] = float(hk.losses.members_mean_entropy(
+            m.member_logits(blends, n=8, seed=1)))
+    assert unsure[2.0] > unsure[0.0] + 0.05, unsure
+    with pytest.raises(ValueError, match="outlier_entropy_weight > 0 needs task='classification'"):
+        tiny_model(outlier_entropy_weight=1.0, task="regression")
+    with pytest.raises(ValueError, match="outlier_entropy_weight"):
+        tiny_model(outlier_entropy_weight=-1.0)
+    assert hk.HyperGAN.from_config(m.get_config()).outlier_entropy_weight == 2.0
