@@ -124,6 +124,9 @@ def main(argv=None):
     ap.add_argument("--measure-s", type=float, default=float(
         os.environ.get("HK_GPU_CHECK_MEASURE_S", 0.3)),
         help="timing budget per measurement")
+    ap.add_argument("--rows", default="",
+                    help="speed rows whose name contains one of these comma-"
+                    "separated strings (e.g. 'K=100 ,per-net'); default all")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: a third of the sweep, tiny speed rows")
     args = ap.parse_args(argv)
@@ -262,7 +265,8 @@ def main(argv=None):
                     log=log)
 
     # ------------------------------------------------------------ speed
-    rows = spec.quick_rows() if args.quick else spec.speed_rows()
+    rows = spec.select_rows(spec.quick_rows() if args.quick else spec.speed_rows(),
+                            args.rows)
     speed = None
     if "speed" in phases:
         with run.phase("speed"):

@@ -255,6 +255,20 @@ def speed_rows():
     return rows
 
 
+def select_rows(rows, patterns):
+    """The rows whose name contains one of the comma-separated ``patterns``
+    (e.g. ``"K=100 ,per-net"``); all rows for an empty string. An unmatched
+    pattern is an error, so a typo does not silently time nothing."""
+    pats = [p for p in patterns.split(",") if p]
+    if not pats:
+        return list(rows)
+    missing = [p for p in pats if not any(p in r.name for r in rows)]
+    if missing:
+        raise ValueError(f"--rows: no speed row name contains {missing}; names look like "
+                         f"{rows[0].name!r}")
+    return [r for r in rows if any(p in r.name for p in pats)]
+
+
 def quick_rows():
     """Tiny rows of the same layers (smoke runs: --quick)."""
     return [Row(layer, K, 2, shared) for layer in LAYERS

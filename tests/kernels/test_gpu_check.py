@@ -154,6 +154,16 @@ def test_speed_rows_are_the_mnist_layers():
     assert c.out_hw == (7, 7) and c.cout == 16 and c.pool_padding == "SAME"
 
 
+def test_select_rows_by_name_parts():
+    rows = spec.speed_rows()
+    assert spec.select_rows(rows, "") == rows
+    picked = spec.select_rows(rows, "K=100 ,per-net")
+    assert {(r.K, r.shared) for r in picked} == {(100, True), (32, False)}
+    assert len(picked) == 4 * 2 + 4
+    with pytest.raises(ValueError, match=r"no speed row name contains \['K=7 '\]"):
+        spec.select_rows(rows, "K=100 ,K=7 ")
+
+
 def test_layers_match_hyperkeras_targets():
     targets = pytest.importorskip("hyperkeras.targets")
     for preset in ("hypergan_mnist", "deutsch_mnist"):
@@ -703,6 +713,13 @@ def test_main_without_gpu_writes_results(tmp_path):
     assert res["targets"]["correctness"]["status"] == "INCOMPLETE"
     assert len(res["summary"]) == len(spec.speed_rows())
     assert "environment" in res and "phase_seconds" in res
+    # --rows narrows the speed rows
+    p = subprocess.run(
+        [sys.executable, "-m", "gpu_check.main", "--out", str(tmp_path),
+         "--phases", "speed", "--rows", "per-net"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    with open(tmp_path / "results.json") as f:
+        assert len(json.load(f)["summary"]) == 4
 
 
 # ----------------------------------------- smoke run with a fake torch/GPU
