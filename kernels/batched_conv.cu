@@ -8,27 +8,10 @@
 #include "batched_conv_kernel.cuh"
 #include "batched_conv_grad_kernel.cuh"
 
-extern "C" cudaError_t hk_batched_conv_cuda(const hk_batched_conv_params* p,
-                                            cudaStream_t stream) {
-  hk_gpu_geom g;
-  hk_gpu_dims d;
-  const int plan = hk_gpu_plan(p, &g, &d);
-  if (plan == HK_PLAN_EMPTY) return cudaSuccess;
-  if (plan == HK_PLAN_INVALID) return cudaErrorInvalidValue;
-  if (plan == HK_PLAN_UNSUPPORTED) return cudaErrorInvalidConfiguration;
-  const dim3 grid(d.gx, d.gy, d.gz);
-  const dim3 block(d.bx, d.by, 1);
-  if (p->pool) {
-    hk_batched_conv_kernel<true><<<grid, block, 0, stream>>>(g, p->x, p->w, p->bias, p->y, p->mask);
-  } else {
-    hk_batched_conv_kernel<false><<<grid, block, 0, stream>>>(g, p->x, p->w, p->bias, p->y, p->mask);
-  }
-  return cudaGetLastError();
-}
-
 namespace {
 
-// The `launch` functor of the backward dispatch (batched_conv_grad_kernel.cuh):
+// The `launch` functor of the forward dispatch (hk_gpu_launch_forward in
+// batched_conv_kernel.cuh) and the backward one (batched_conv_grad_kernel.cuh):
 // enqueues on the stream and checks cudaGetLastError() after every launch.
 struct HkStreamLaunch {
   cudaStream_t stream;
@@ -46,6 +29,18 @@ cudaError_t HkGradStatus(int rc) {
 }
 
 }  // namespace
+
+extern "C" cudaError_t hk_batched_conv_cuda(const hk_batched_conv_params* p,
+                                            cudaStream_t stream) {
+  hk_gpu_geom g;
+  hk_gpu_dims d;
+  const int plan = hk_gpu_plan(p, &g, &d);
+  if (plan == HK_PLAN_EMPTY) return cudaSuccess;
+  if (plan == HK_PLAN_INVALID) return cudaErrorInvalidValue;
+  if (plan == HK_PLAN_UNSUPPORTED) return cudaErrorInvalidConfiguration;
+  HkStreamLaunch launch{stream};
+  return static_cast<cudaError_t>(hk_gpu_launch_forward(p, g, d, launch));
+}
 
 extern "C" cudaError_t hk_batched_conv_backprop_input_cuda(
     const hk_batched_conv_grad_params* g, cudaStream_t stream) {

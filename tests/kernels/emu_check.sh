@@ -25,7 +25,7 @@ for ((i = 0; i < n; i++)); do
       status=1
       continue
     fi
-    # The grad harness prints "fwd=<plan> dx=<rc> dw=<rc> ...": rc 0 = ran.
+    # The grad harness prints "... fwd=<plan> dx=<rc> dw=<rc> ...": rc 0 = ran.
     if [[ "${mode}" == grad && "${out}" != *" dx=0 dw=0 "* ]]; then
       echo "FAIL case ${i} grad: backward launchers did not run: ${out}"
       status=1

@@ -12,10 +12,12 @@
 //   DIR/x.bin, DIR/w.bin, DIR/bias.bin, DIR/dy.bin: float32 raw inputs.
 // Writes DIR/y.bin, DIR/mask.bin (forward) and DIR/dx.bin, DIR/dw.bin,
 // DIR/dbias.bin (each only if wanted; buffers are NaN-poisoned before the
-// run, so anything the kernels fail to write shows up). Prints
-// "fwd=<plan> dx=<rc> dw=<rc>" where rc is 0, HK_GRAD_E_INVALID (-1) or
-// HK_GRAD_E_UNSUPPORTED (-2). Exit code: 0 ran, 1 I/O error.
-// Environment: HK_TEST_DW_NS=n forces the dw planner's slice count.
+// run, so anything the kernels fail to write shows up). Prints the forward
+// tiling, then "fwd=<plan> dx=<rc> dw=<rc>" where rc is 0, HK_GRAD_E_INVALID
+// (-1) or HK_GRAD_E_UNSUPPORTED (-2). Exit code: 0 ran, 1 I/O error.
+// Environment: HK_TEST_DW_NS=n forces the dw planner's slice count;
+// HK_TEST_FWD_EDGE / HK_TEST_FWD_G / HK_TEST_FWD_NI as in emu_harness.cc
+// (forward tile edge and channel-group caps, images per block).
 #define HK_GPU_TEST_HOOKS 1
 #include "emulation/cuda_on_cpu.h"
 #include "batched_conv_kernel.cuh"
@@ -55,6 +57,9 @@ int main(int argc, char** argv) {
   }
   const std::string dir = argv[1];
   if (const char* ns = std::getenv("HK_TEST_DW_NS")) hk_gpu_test_dw_ns = std::atoi(ns);
+  if (const char* v = std::getenv("HK_TEST_FWD_EDGE")) hk_gpu_test_fwd_edge = std::atoi(v);
+  if (const char* v = std::getenv("HK_TEST_FWD_G")) hk_gpu_test_fwd_g = std::atoi(v);
+  if (const char* v = std::getenv("HK_TEST_FWD_NI")) hk_gpu_test_fwd_ni = std::atoi(v);
   FILE* f = std::fopen((dir + "/params.txt").c_str(), "r");
   if (!f) return 1;
   hk_batched_conv_params p = {};
@@ -96,13 +101,11 @@ int main(int argc, char** argv) {
   hk_gpu_geom g = {};
   hk_gpu_dims d = {};
   const int plan = hk_gpu_plan(&p, &g, &d);
-  if (plan == HK_PLAN_OK) {
-    const dim3 grid(d.gx, d.gy, d.gz), block(d.bx, d.by, 1);
-    if (p.pool)
-      hk_emu::launch(grid, block, hk_batched_conv_kernel<true>, g, p.x, p.w, p.bias, p.y, p.mask);
-    else
-      hk_emu::launch(grid, block, hk_batched_conv_kernel<false>, g, p.x, p.w, p.bias, p.y, p.mask);
-  }
+  auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
+    hk_emu::launch(grid, block, kernel, args...);
+    return 0;
+  };
+  if (plan == HK_PLAN_OK) hk_gpu_launch_forward(&p, g, d, launch);
 
   // Backward through the launch dispatch shared with batched_conv.cu.
   std::vector<float> dx(want_dx ? (size_t)(p.shared_input ? 1 : K) * B * H * W * Cin : 0, nan);
@@ -118,10 +121,6 @@ int main(int argc, char** argv) {
   gp.dx = want_dx ? dx.data() : nullptr;
   gp.dw = want_dw ? dw.data() : nullptr;
   gp.dbias = want_db ? dbias.data() : nullptr;
-  auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
-    hk_emu::launch(grid, block, kernel, args...);
-    return 0;
-  };
   const int rc_dx = hk_gpu_backprop_input(&gp, launch);
   const int rc_dw = hk_gpu_backprop_filter(&gp, launch);
 
@@ -134,8 +133,10 @@ int main(int argc, char** argv) {
   hk_gpu_dims dxd = {}, dwd = {};
   const int px = hk_gpu_plan_dx(&gp, &gx, &dxd);
   const int pw = hk_gpu_plan_dw(&gp, &gw, &dwd);
-  std::printf("fwd=%d dx=%d dw=%d dxplan=%d grid=%u,%u,%u co_tile=%d "
+  std::printf("fwdtile=%dx%d fwdni=%d fwdG=%d "
+              "fwd=%d dx=%d dw=%d dxplan=%d grid=%u,%u,%u co_tile=%d "
               "dwplan=%d grid=%u,%u,%u tile=%dx%d ns=%d cb=%d tg=%d n_tg=%d\n",
+              g.tph, g.tpw, g.ni, g.G,
               plan, rc_dx, rc_dw, px, dxd.gx, dxd.gy, dxd.gz, gx.co_tile, pw,
               dwd.gx, dwd.gy, dwd.gz, gw.trows, gw.tcols, gw.ns, gw.cb, gw.tg,
               gw.n_tg);

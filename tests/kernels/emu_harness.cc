@@ -7,11 +7,18 @@
 //   DIR/x.bin, DIR/w.bin, DIR/bias.bin: float32 raw inputs
 // Writes DIR/y.bin (float32 [K,B,Ho,Wo,Cout]) and DIR/mask.bin (uint8, same
 // shape: the forward's mask, see batched_conv.h). Exit code: 0 ok, 2 planner
-// rejected the call (prints the plan code), 1 I/O error.
+// rejected the call (prints the plan code), 1 I/O error. Prints the plan
+// (grid, block, cin_tile, tile in pixels, images and channel groups per block,
+// shared-memory row stride / columns of the staged input).
+// Environment: HK_TEST_FWD_EDGE / HK_TEST_FWD_G = n caps the forward planner's
+// tile edge (pixels) / channel groups per block; HK_TEST_FWD_NI = n forces its
+// images per block (the most up to n that fit a block).
+#define HK_GPU_TEST_HOOKS 1
 #include "emulation/cuda_on_cpu.h"
 #include "batched_conv_kernel.cuh"
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -31,6 +38,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string dir = argv[1];
+  if (const char* v = std::getenv("HK_TEST_FWD_EDGE")) hk_gpu_test_fwd_edge = std::atoi(v);
+  if (const char* v = std::getenv("HK_TEST_FWD_G")) hk_gpu_test_fwd_g = std::atoi(v);
+  if (const char* v = std::getenv("HK_TEST_FWD_NI")) hk_gpu_test_fwd_ni = std::atoi(v);
   FILE* f = std::fopen((dir + "/params.txt").c_str(), "r");
   if (!f) return 1;
   hk_batched_conv_params p = {};
@@ -69,11 +79,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (plan == HK_PLAN_OK) {
-    const dim3 grid(d.gx, d.gy, d.gz), block(d.bx, d.by, 1);
-    if (p.pool)
-      hk_emu::launch(grid, block, hk_batched_conv_kernel<true>, g, p.x, p.w, p.bias, p.y, p.mask);
-    else
-      hk_emu::launch(grid, block, hk_batched_conv_kernel<false>, g, p.x, p.w, p.bias, p.y, p.mask);
+    // The same dispatch as hk_batched_conv_cuda (batched_conv.cu).
+    auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
+      hk_emu::launch(grid, block, kernel, args...);
+      return 0;
+    };
+    hk_gpu_launch_forward(&p, g, d, launch);
   }
   FILE* o = std::fopen((dir + "/y.bin").c_str(), "wb");
   if (!o) return 1;
@@ -83,6 +94,8 @@ int main(int argc, char** argv) {
   if (!o) return 1;
   if (!mask.empty()) std::fwrite(mask.data(), 1, mask.size(), o);
   std::fclose(o);
-  std::printf("ok grid=%u,%u,%u block=%u,%u cin_tile=%d\n", d.gx, d.gy, d.gz, d.bx, d.by, g.cin_tile);
+  std::printf("ok grid=%u,%u,%u block=%u,%u cin_tile=%d tile=%dx%d ni=%d G=%d stride=%d/%d\n",
+              d.gx, d.gy, d.gz, d.bx, d.by, g.cin_tile, g.tph, g.tpw, g.ni, g.G,
+              g.in_stride, g.in_cols);
   return 0;
 }

@@ -268,6 +268,39 @@ def test_emulated_dw_forced_slices_and_tap_groups(harness, tmp_path, ns):
         assert_close(out["dbias"], dbias)
 
 
+@pytest.mark.parametrize("hooks", [{"HK_TEST_FWD_NI": "3"},
+                                   {"HK_TEST_FWD_NI": "2", "HK_TEST_FWD_G": "1"},
+                                   {"HK_TEST_FWD_EDGE": "2", "HK_TEST_FWD_NI": "4"}],
+                         ids=["ni3", "ni2_g1", "edge2_ni4"])
+def test_emulated_forward_mask_forced_tilings(harness, tmp_path, hooks):
+    # The forward's mask and output under tilings its planner avoids for
+    # these small shapes (batched_conv_kernel.cuh: several images per block
+    # with a tail group, one channel group per block, small tiles with
+    # partial tiles), through the harness's HK_TEST_FWD_* hooks.
+    env = dict(os.environ, **hooks)
+    for i, case in enumerate([CASES[1], CASES[2], CASES[5], CASES[11],
+                              (2, 5, 12, 12, 9, 19, 5, 5, True, "VALID",
+                               "leaky_relu", True, "VALID", True)]):
+        K, B, H, W, cin, cout, kh, kw, shared, pad, act, pool, pp, with_bias = case
+        x, w, bias, dy = make_inputs(case)
+        d = tmp_path / str(i)
+        d.mkdir()
+        out = run_harness(harness, d, x, w, bias, dy, pad, act, pool, pp,
+                          want=(1, 0, 0), env=env)
+        if "HK_TEST_FWD_G" in hooks:
+            assert "fwdG=1 " in out["stdout"], out["stdout"]
+        if "HK_TEST_FWD_EDGE" in hooks:
+            assert "fwdtile=2x2 " in out["stdout"], out["stdout"]
+        if i == 4:  # 4x4 pixels x 3 groups: the forced image count fits
+            assert f"fwdni={hooks['HK_TEST_FWD_NI']} " in out["stdout"], out["stdout"]
+        kwargs = dict(padding=pad, activation=act, alpha=ALPHA, pool=pool,
+                      pool_padding=pp)
+        assert_close(out["y"], batched_conv2d_numpy(x, w, bias, **kwargs))
+        check_mask(out["mask"], x, w, bias, pad, act, pool, pp)
+        mask = out["mask"] if (pool or act != "none") else None
+        assert_close(out["dx"], _vjp_given_mask(x, w, dy, mask, pad, act, pool, pp)[0])
+
+
 @pytest.mark.parametrize("want", [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1)])
 def test_emulated_backward_optional_outputs(harness, tmp_path, want):
     case = CASES[1]

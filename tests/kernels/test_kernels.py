@@ -65,15 +65,107 @@ def test_emulated_cuda_kernel_matches_reference(harness, tmp_path, case):
 
 
 def test_emulated_cuda_kernel_multi_tile_and_cin_chunks(harness, tmp_path):
-    # > one 16x16 spatial tile, several Cout blocks of 8 and several staged
-    # Cin chunks (cin_tile = 10 for 5x5 filters).
+    # Several spatial tiles (11x18 pooled outputs in 2x3 tiles of 6x6
+    # pixels), all 17 output channels in one block (3 groups of 8, the last
+    # partial) and several staged Cin chunks (6, 6, 6, 5 for 5x5 filters).
     rng = np.random.default_rng(11)
     x, w, bias = make_case(rng, 2, 1, 21, 35, 23, 17, 5, 5, True)
     kwargs = dict(padding="SAME", activation="relu", alpha=0.2, pool=True,
                   pool_padding="SAME")
     ref = batched_conv2d_numpy(x, w, bias, **kwargs)
     y, r = run_emulated(harness, tmp_path, x, w, bias, **kwargs)
-    assert "cin_tile=10" in r.stdout
+    assert "grid=2,6,1 block=128,1 cin_tile=6 tile=6x6 ni=1 G=3" in r.stdout, r.stdout
+    assert_close(y.reshape(ref.shape), ref)
+
+
+# Forward tilings (batched_conv_kernel.cuh: hk_gpu_plan): tile sized to the
+# output, several images and channel groups per block, and their tails.
+# (name, K, B, H, W, Cin, Cout, kh, kw, shared, padding, act, pool,
+#  pool_padding, bias, planner hooks (emu_harness.cc), expected plan)
+TILINGS = [
+    # hypergan_mnist_conv2: 8x8 conv -> one 4x4-pixel tile, 4 channel groups;
+    # natural plan and 4 images per block with a tail group (7 = 4 + 3),
+    # Cin chunks of 5 with a last chunk of 2.
+    ("hypergan_conv2", 2, 7, 12, 12, 32, 32, 5, 5, True, "VALID", "leaky_relu",
+     True, "VALID", True, {}, "block=64,1 cin_tile=5 tile=4x4 ni=1 G=4 stride=12/12"),
+    ("hypergan_conv2_ni4_tail", 2, 7, 12, 12, 32, 32, 5, 5, True, "VALID",
+     "leaky_relu", True, "VALID", True, {"HK_TEST_FWD_NI": "4"},
+     "grid=4,1,1 block=256,1 cin_tile=5 tile=4x4 ni=4 G=4"),
+    # deutsch_mnist_conv2: 14x14 conv -> one 7x7-pixel tile; per-network
+    # input, natural plan and 2 images per block over B = 3.
+    ("deutsch_conv2", 2, 3, 14, 14, 32, 16, 5, 5, False, "SAME", "relu", True,
+     "SAME", True, {}, "grid=6,1,1 block=128,1 cin_tile=9 tile=7x7 ni=1 G=2 stride=23/18"),
+    ("deutsch_conv2_ni2_tail", 2, 3, 14, 14, 32, 16, 5, 5, False, "SAME", "relu",
+     True, "SAME", False, {"HK_TEST_FWD_NI": "2"},
+     "grid=4,1,1 block=224,1 cin_tile=4 tile=7x7 ni=2 G=2 stride=23/18"),
+    # The Cin = 1 layers: 24x24 conv in 2x2 tiles of 6x6 pixels; 28x28 in
+    # 2x2 tiles of 7x7.
+    ("hypergan_conv1", 2, 3, 28, 28, 1, 32, 5, 5, True, "VALID", "leaky_relu",
+     True, "VALID", True, {}, "grid=6,4,1 block=160,1 cin_tile=1 tile=6x6 ni=1 G=4 stride=22/16"),
+    ("deutsch_conv1", 2, 2, 28, 28, 1, 32, 5, 5, False, "SAME", "relu", True,
+     "SAME", True, {}, "grid=4,4,1 block=224,1 cin_tile=1 tile=7x7 ni=1 G=4"),
+    # No pool, odd conv size (partial 2x2 pixels), tiles of 3x3 pixels over
+    # 10x10 (last tile partial), 19 channels = 8 + 8 + 3.
+    ("nopool_odd_edge3", 1, 2, 19, 19, 5, 19, 3, 3, True, "SAME", "none", False,
+     "VALID", True, {"HK_TEST_FWD_EDGE": "3"}, "grid=2,16,1 block=32,1 cin_tile=5 tile=3x3 ni=1 G=3"),
+    # Several channel blocks (37 channels: 5 groups in 3 blocks of 2, the
+    # last group past Cout), SAME pool with partial windows, 2 images.
+    ("pool_same_channel_blocks", 2, 2, 13, 11, 3, 37, 3, 3, False, "SAME",
+     "leaky_relu", True, "SAME", False, {"HK_TEST_FWD_G": "2", "HK_TEST_FWD_NI": "2"},
+     "grid=2,1,3 block=192,1 cin_tile=3 tile=7x6 ni=2 G=2"),
+    # Generic filter size (7x3), VALID pool of an odd conv output.
+    ("generic_7x3", 2, 3, 16, 13, 4, 10, 7, 3, True, "VALID", "relu", True,
+     "VALID", True, {}, "tile=5x5 ni=3 G=2"),
+    # Many images per block (tiny tiles), no bias.
+    ("tiny_tiles_8_images", 3, 16, 4, 4, 2, 3, 3, 3, True, "SAME", "leaky_relu",
+     True, "VALID", False, {}, "block=32,1 cin_tile=2 tile=2x2 ni=8 G=1"),
+    # Largest filters: 16x16 (256 taps: 2 channel groups per block) and a
+    # tall 120x2 one.
+    ("filter_16x16", 1, 2, 17, 17, 2, 20, 16, 16, True, "SAME", "none", True,
+     "SAME", True, {}, "tile=5x5 ni=1 G=2"),
+    ("filter_120x2", 1, 1, 5, 9, 1, 3, 120, 2, False, "SAME", "relu", False,
+     "VALID", True, {}, "tile=3x5 ni=1 G=1"),
+]
+
+
+@pytest.mark.parametrize("case", TILINGS, ids=[c[0] for c in TILINGS])
+def test_emulated_cuda_kernel_tilings(harness, tmp_path, case):
+    (name, K, B, H, W, cin, cout, kh, kw, shared, pad, act, pool, pp, with_bias,
+     hooks, plan) = case
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x, w, bias = make_case(rng, K, B, H, W, cin, cout, kh, kw, shared, with_bias)
+    kwargs = dict(padding=pad, activation=act, alpha=0.2, pool=pool,
+                  pool_padding=pp)
+    ref = batched_conv2d_numpy(x, w, bias, **kwargs)
+    y, r = run_emulated(harness, tmp_path, x, w, bias,
+                        env=dict(os.environ, **hooks), **kwargs)
+    assert plan in r.stdout, r.stdout
+    assert_close(y.reshape(ref.shape), ref)
+
+
+def test_emulated_forward_supported_filters_unchanged(harness, tmp_path):
+    # The planner's rule for supported filters is that of the 16x16 tile:
+    # kh*kw <= 256 and (16 + kh - 1) * (16 + kw - 1) <= 4096 floats.
+    # 256x1: 256 taps but a 271x16 tile -> HK_PLAN_UNSUPPORTED (3).
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    w = np.zeros((1, 256, 1, 1, 1), np.float32)
+    d = tmp_path / "rejected"
+    d.mkdir()
+    x.tofile(d / "x.bin")
+    w.tofile(d / "w.bin")
+    (d / "params.txt").write_text("1 1 4 4 1 1 256 1 1 0 0.2 0 0 1 0")
+    r = subprocess.run([harness, str(d)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "plan 3" in r.stdout, r.stdout + r.stderr
+    # 128x2 (256 taps, 143x17 tile) is supported: 2 channel groups per block.
+    rng = np.random.default_rng(5)
+    x, w, bias = make_case(rng, 2, 2, 3, 4, 2, 11, 128, 2, True)
+    kwargs = dict(padding="SAME", activation="leaky_relu", alpha=0.2, pool=True,
+                  pool_padding="SAME")
+    ref = batched_conv2d_numpy(x, w, bias, **kwargs)
+    d = tmp_path / "accepted"
+    d.mkdir()
+    y, r = run_emulated(harness, d, x, w, bias, **kwargs)
+    assert "G=2" in r.stdout, r.stdout
     assert_close(y.reshape(ref.shape), ref)
 
 
@@ -135,16 +227,24 @@ def test_emulated_kernel_under_thread_sanitizer(pytestconfig, tmp_path_factory,
     r = subprocess.run([racy], capture_output=True, text=True, timeout=120)
     assert "ThreadSanitizer: data race" in r.stderr
     rng = np.random.default_rng(2)
-    for i, (shape, pool) in enumerate([((2, 2, 9, 11, 5, 10, 3, 3), True),
-                                       ((1, 1, 18, 17, 12, 9, 5, 5), False)]):
+    # The last two: several images per block (with a tail image group) and
+    # several channel blocks / Cin chunks.
+    for i, (shape, pool, hooks) in enumerate([
+            ((2, 2, 9, 11, 5, 10, 3, 3), True, {}),
+            ((1, 1, 18, 17, 12, 9, 5, 5), False, {}),
+            ((2, 5, 12, 12, 9, 12, 5, 5), True, {"HK_TEST_FWD_NI": "3"}),
+            ((1, 3, 10, 9, 7, 20, 3, 3), False, {"HK_TEST_FWD_NI": "2",
+                                                "HK_TEST_FWD_G": "1"})]):
         K, B, H, W, cin, cout, kh, kw = shape
         x, w, bias = make_case(rng, K, B, H, W, cin, cout, kh, kw, True)
         kwargs = dict(padding="SAME", activation="relu", alpha=0.2, pool=pool,
                       pool_padding="SAME")
         d = tmp_path / str(i)
         d.mkdir()
-        env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1")
+        env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", **hooks)
         y, r = run_emulated(exe, d, x, w, bias, env=env, **kwargs)
         assert "ThreadSanitizer" not in r.stderr, r.stderr
+        if hooks:
+            assert f"ni={hooks['HK_TEST_FWD_NI']} " in r.stdout, r.stdout
         ref = batched_conv2d_numpy(x, w, bias, **kwargs)
         assert_close(y.reshape(ref.shape), ref)
