@@ -79,14 +79,9 @@ ROWS = {
     # outlier exposure: each network's entropy on the blends
     "hypergan_beta_10_cosine_eval_3000": hypergan(beta=10, final_lr_fraction=0.05,
                                                   eval_examples=3000),
-    "hypergan_beta_10_cosine_oe_0.1": hypergan(beta=10, final_lr_fraction=0.05,
-                                               outlier_entropy=0.1, eval_examples=3000),
     "hypergan_beta_10_cosine_oe_0.3": hypergan(beta=10, final_lr_fraction=0.05,
                                                outlier_entropy=0.3, eval_examples=3000),
-    "hypergan_beta_10_cosine_oe_1": hypergan(beta=10, final_lr_fraction=0.05,
-                                             outlier_entropy=1, eval_examples=3000),
     "gauge_oe_0.3": gauge(outlier_entropy=0.3),
-    "gauge_oe_1": gauge(outlier_entropy=1),
 }
 
 
