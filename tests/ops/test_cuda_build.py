@@ -93,8 +93,9 @@ def test_cuda_op_library_loads_and_runs(cuda_build):
                                 else [])
         for dev in devices:
             with tf.device(dev):
-                y = m.hyper_keras_batched_conv2d(x=x, w=w, bias=b, padding="SAME",
-                                                 activation="relu", pool=True)
+                y, mask = m.hyper_keras_batched_conv2d(x=x, w=w, bias=b, padding="SAME",
+                                                       activation="relu", pool=True)
+            assert mask.dtype == tf.uint8 and mask.shape == y.shape, (mask.dtype, mask.shape)
             err = float(np.abs(y.numpy() - ref).max())
             assert err < 1e-4, (dev, err)
             print("OK", dev, err)
