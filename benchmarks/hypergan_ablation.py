@@ -44,13 +44,14 @@ ROWS = {
     "beta_0_diversity_0.5": ["--beta", "0", "--diversity_weight", "0.5"],
     "beta_0_diversity_1": ["--beta", "0", "--diversity_weight", "1"],
     "beta_0.1_diversity_0.5": ["--beta", "0.1", "--diversity_weight", "0.5"],
-    # full length (the example's 6000 steps, about 13 min a row): not yet run
+    # 6000 steps (the example's length before this round, about 13 min a row); only
+    # beta_10_diversity_0.3_full has been run
     "paper_full": [*PAPER, "--steps", "6000"],
     "diversity_0.3_full": ["--beta", "1", "--diversity_weight", "0.3", "--steps", "6000"],
     "diversity_0.5_full": ["--beta", "1", "--diversity_weight", "0.5", "--steps", "6000"],
     "beta_10_diversity_0.3_full": ["--beta", "10", "--diversity_weight", "0.3",
                                    "--steps", "6000"],
-    # a longer schedule (the example's 20-minute limit allows about 8500 steps)
+    # a longer schedule (the example's default now: its 20-minute limit allows about 8500)
     "beta_10_diversity_0.3_8500": ["--beta", "10", "--diversity_weight", "0.3",
                                    "--steps", "8500"],
 }
