@@ -312,18 +312,25 @@ def test_pseudo_outliers_blend_each_image_with_the_next():
                                + (1 - a[:, None, None, None]) * nxt, atol=1e-5)
 
 
+def fit_with_outlier_term(x, y, **weights):
+    """A tiny HyperGAN trained 20 steps with an outlier term; its loss is the
+    task loss less the (positive) weighted term at every step."""
+    keras.utils.set_random_seed(3)
+    m = tiny_model(beta=0.0, diversity_weight=0.0, seed=5, **weights)
+    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+    h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=20, verbose=0).history
+    assert np.all(np.isfinite(h["loss"]))
+    weighted = any(v for k, v in weights.items() if k.endswith("_weight"))
+    if weighted:
+        assert np.all(np.array(h["loss"]) < np.array(h["task_loss"]))
+    return m
+
+
 def test_outlier_diversity_term_makes_the_networks_disagree_off_the_data():
     x, y = tiny_data(32)
     spread = {}
     for weight in (0.0, 2.0):
-        keras.utils.set_random_seed(3)
-        m = tiny_model(beta=0.0, diversity_weight=0.0, outlier_diversity_weight=weight,
-                       seed=5)
-        m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
-        h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=20, verbose=0).history
-        assert np.all(np.isfinite(h["loss"]))
-        if weight:
-            assert np.all(np.array(h["loss"]) < np.array(h["task_loss"]))
+        m = fit_with_outlier_term(x, y, outlier_diversity_weight=weight)
         noise = np.random.default_rng(9).uniform(0, 1, (32, 8, 8, 1)).astype("float32")
         spread[weight] = float(hk.losses.members_mutual_information(
             m.member_logits(noise, n=16, seed=1)))
@@ -339,15 +346,8 @@ def test_outlier_entropy_term_is_in_the_loss_and_makes_each_network_unsure_off_t
     x, y = tiny_data(32)
     unsure = {}
     for weight in (0.0, 2.0):
-        keras.utils.set_random_seed(3)
         # one network per step: outlier exposure needs no second network
-        m = tiny_model(beta=0.0, diversity_weight=0.0, outlier_entropy_weight=weight,
-                       networks_per_step=1, seed=5)
-        m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
-        h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=20, verbose=0).history
-        assert np.all(np.isfinite(h["loss"]))
-        if weight:   # loss = task loss - weight * entropy on the blends
-            assert np.all(np.array(h["loss"]) < np.array(h["task_loss"]))
+        m = fit_with_outlier_term(x, y, outlier_entropy_weight=weight, networks_per_step=1)
         blends = m.pseudo_outliers(tf.constant(x)).numpy()
         unsure[weight] = float(hk.losses.members_mean_entropy(
             m.member_logits(blends, n=8, seed=1)))
