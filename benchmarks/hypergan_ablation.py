@@ -54,6 +54,8 @@ ROWS = {
     # a longer schedule (the example's default now: its 20-minute limit allows about 8500)
     "beta_10_diversity_0.3_8500": ["--beta", "10", "--diversity_weight", "0.3",
                                    "--steps", "8500"],
+    "beta_10_diversity_0.2_8500": ["--beta", "10", "--diversity_weight", "0.2",
+                                   "--steps", "8500"],
 }
 
 
