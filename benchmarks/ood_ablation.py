@@ -79,6 +79,8 @@ ROWS = {
     # outlier exposure: each network's entropy on the blends
     "hypergan_beta_10_cosine_eval_3000": hypergan(beta=10, final_lr_fraction=0.05,
                                                   eval_examples=3000),
+    "hypergan_beta_10_cosine_eval_3000_seed_1": hypergan(beta=10, final_lr_fraction=0.05,
+                                                         eval_examples=3000, seed=1),
     "hypergan_beta_10_cosine_oe_0.3": hypergan(beta=10, final_lr_fraction=0.05,
                                                outlier_entropy=0.3, eval_examples=3000),
     "gauge_oe_0.3": gauge(outlier_entropy=0.3),
