@@ -56,6 +56,16 @@ ROWS = {
                                    "--steps", "8500"],
     "beta_10_diversity_0.2_8500": ["--beta", "10", "--diversity_weight", "0.2",
                                    "--steps", "8500"],
+    # split batches: each of the 8 networks trains on its own 64 images (8x the data
+    # per step at the same cost); the diversity term, where on, is measured on a
+    # 16-image slice that every network also sees
+    "split": ["--beta", "10", "--diversity_weight", "0", "--batch_mode", "split"],
+    "split_diversity_0.3": ["--beta", "10", "--diversity_weight", "0.3",
+                            "--batch_mode", "split"],
+    "split_diversity_0.3_4000": ["--beta", "10", "--diversity_weight", "0.3",
+                                 "--batch_mode", "split", "--steps", "4000"],
+    "split_diversity_0.15_4000": ["--beta", "10", "--diversity_weight", "0.15",
+                                  "--batch_mode", "split", "--steps", "4000"],
 }
 
 

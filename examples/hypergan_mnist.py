@@ -25,7 +25,11 @@ flags.DEFINE_string("dataset", "mnist", "Dataset name or local path (IDX folder,
 flags.DEFINE_integer("steps", 8500, "Training steps (8500: the longest schedule within the "
                      "20-minute budget on 2 cores; chosen on the validation split).")
 flags.DEFINE_integer("networks", 8, "Networks sampled per training step.")
-flags.DEFINE_integer("batch_size", 64, "Images per step (shared by all networks).")
+flags.DEFINE_integer("batch_size", 64, "Images per network and step (all networks share "
+                     "them with --batch_mode shared; each network gets its own with split).")
+flags.DEFINE_enum("batch_mode", "shared", ["shared", "split"],
+                  "shared: every network sees the same batch; split: each network its own "
+                  "(batches of batch_size x networks images are read).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of mixer and generators.")
 flags.DEFINE_float("final_lr_fraction", 0.05,
                    "Cosine decay of the generator learning rate down to this fraction.")
@@ -62,13 +66,14 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
     print("dataset:", datasets.describe(FLAGS.dataset), flush=True)
-    train = datasets.load(FLAGS.dataset, FLAGS.train_split, batch_size=FLAGS.batch_size,
+    per_step = FLAGS.batch_size * (FLAGS.networks if FLAGS.batch_mode == "split" else 1)
+    train = datasets.load(FLAGS.dataset, FLAGS.train_split, batch_size=per_step,
                           shuffle=True, seed=FLAGS.seed, drop_remainder=True).repeat()
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
-                        beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight,
+                        batch_mode=FLAGS.batch_mode, beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight,
                         diversity_weight=FLAGS.diversity_weight,
                         outlier_diversity_weight=FLAGS.outlier_diversity_weight,
                         outlier_entropy_weight=FLAGS.outlier_entropy_weight)
@@ -99,7 +104,8 @@ def main(argv):
         "train_seconds": train_seconds,
         "steps": FLAGS.steps,
         "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,
-        "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "beta",
+        "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "batch_mode",
+                                             "beta",
                                              "entropy_weight", "diversity_weight",
                                              "outlier_diversity_weight",
                                              "outlier_entropy_weight", "code_dim",

@@ -84,6 +84,9 @@ flags.DEFINE_float("hypergan_outlier_diversity", 0.0,
 flags.DEFINE_float("hypergan_outlier_entropy", 0.0,
                    "HyperGAN's outlier_entropy_weight (outlier exposure: each network's "
                    "entropy on blended training images; 0: off).")
+flags.DEFINE_enum("hypergan_batch_mode", "shared", ["shared", "split"],
+                  "HyperGAN's batches: shared (all 16 networks see the same 32 images) or "
+                  "split (each network its own 32; batches of 512 are read).")
 flags.DEFINE_float("gauge_outlier_entropy", 0.0,
                    "Gauge-entropy model's outlier_entropy_weight (outlier exposure on "
                    "blended training images; 0: off).")
@@ -181,7 +184,7 @@ def build_method(name, input_shape, num_classes, seed=0):
     if name == "hypergan":
         model = hk.HyperGAN(with_classes(preset, input_shape, num_classes),
                             noise_dim=256, code_dim=128, networks_per_step=16,
-                            beta=FLAGS.hypergan_beta,
+                            batch_mode=FLAGS.hypergan_batch_mode, beta=FLAGS.hypergan_beta,
                             diversity_weight=FLAGS.hypergan_diversity,
                             outlier_diversity_weight=FLAGS.hypergan_outlier_diversity,
                             outlier_entropy_weight=FLAGS.hypergan_outlier_entropy)
@@ -191,7 +194,7 @@ def build_method(name, input_shape, num_classes, seed=0):
                 lr, FLAGS.hypergan_steps, alpha=FLAGS.hypergan_final_lr_fraction)
         model.compile(optimizer=hk.optimizers.FusedAdam(lr),
                       discriminator_optimizer=hk.optimizers.FusedAdam(1e-4))
-        return model, 32
+        return model, 32 * (16 if FLAGS.hypergan_batch_mode == "split" else 1)
     if name == "gauge_entropy":
         cls = getattr(hk, "GaugeEntropyHyperNetwork", None)
         if cls is None:
@@ -288,7 +291,7 @@ def main(argv):
             "ensembles": {str(k): v for k, v in scores.items()},
             "diversity": ev.diversity(model, n=min(n, 100), seed=FLAGS.seed + 1),
             "settings": {k: getattr(model, k) for k in (
-                "beta", "lambda_", "diversity_weight", "outlier_diversity_weight",
+                "beta", "lambda_", "batch_mode", "diversity_weight", "outlier_diversity_weight",
                 "outlier_entropy_weight")
                 if hasattr(model, k)},
             "train_steps": steps_of(name), "train_seconds": seconds,

@@ -158,6 +158,7 @@ class OwnObjectiveModel(MemberModel):
 
     batch_mode = "shared"
     diversity_weight = 0.0
+    diversity_examples = 16
     outlier_diversity_weight = 0.0
     outlier_entropy_weight = 0.0
     task_loss_name = "task_loss"
@@ -187,8 +188,15 @@ class OwnObjectiveModel(MemberModel):
 
     @property
     def tracks_disagreement(self):
-        return (self.task == "classification" and self.batch_mode == "shared"
-                and self.networks_per_step >= 2)
+        return (self.task == "classification" and self.networks_per_step >= 2
+                and (self.batch_mode == "shared" or self.uses_diversity_slice))
+
+    @property
+    def uses_diversity_slice(self):
+        """Split batches with the diversity term on: every network also sees
+        the first ``diversity_examples`` images of the first network's batch,
+        where diversity and disagreement are measured."""
+        return self.batch_mode == "split" and bool(self.diversity_weight)
 
     @property
     def metrics(self):
@@ -250,10 +258,34 @@ class OwnObjectiveModel(MemberModel):
         ``[K, 2b, ...]`` splitting into batch and outliers. Per-network
         batches ``[K, b, ...]`` ("split") all get the outliers made from the
         first network's batch, so the networks are compared on the same images."""
+        return self._step_inputs(x, outliers=True)[0]
+
+    def _step_inputs(self, x, y=None, outliers=False):
+        """The step's inputs and the sizes their outputs split into along the
+        example axis: the batch, then (split batches with the diversity term)
+        the diversity slice, then (``outliers``) the pseudo-outliers.
+
+        Shared batches ``[B, ...]`` are concatenated along axis 0, per-network
+        ones ``[K, b, ...]`` along axis 1 (the slice and the outliers, made
+        from the first network's batch, broadcast to every network). Returns
+        ``(inputs, sizes, slice_labels)``; ``slice_labels`` is None without a
+        slice."""
         if self.batch_mode == "shared":
-            return tf.concat([x, self.pseudo_outliers(x)], 0)
-        outliers = self.pseudo_outliers(x[0])
-        return tf.concat([x, tf.broadcast_to(outliers[None], tf.shape(x))], 1)
+            if not outliers:
+                return x, [tf.shape(x)[0]], None
+            parts = [x, self.pseudo_outliers(x)]
+            return tf.concat(parts, 0), [tf.shape(p)[0] for p in parts], None
+        k = tf.shape(x)[0]
+        parts, slice_labels = [x], None
+        if self.uses_diversity_slice:
+            n = tf.minimum(self.diversity_examples, tf.shape(x)[1])
+            parts.append(tf.broadcast_to(x[:1, :n], tf.concat([[k, n], tf.shape(x)[2:]], 0)))
+            slice_labels = y[0, :n] if y is not None else None
+        if outliers:
+            parts.append(tf.broadcast_to(self.pseudo_outliers(x[0])[None], tf.shape(x)))
+        if len(parts) == 1:
+            return x, [tf.shape(x)[1]], slice_labels
+        return tf.concat(parts, 1), [tf.shape(p)[1] for p in parts], slice_labels
 
     def train_step(self, data):
         x, y = data[0], data[1]
@@ -262,16 +294,20 @@ class OwnObjectiveModel(MemberModel):
         variables = self.trained_variables()
         with tf.GradientTape() as tape:
             params, state = self.training_members()
-            outliers = self.outlier_diversity_weight or self.outlier_entropy_weight
-            if outliers:   # one pass over the batch and its outliers
-                outputs = self.target.forward(params, self.with_outliers(x))
-                outputs, outlier_outputs = tf.split(outputs, 2, axis=1)
-            else:
-                outputs = self.target.forward(params, x)
+            outliers = bool(self.outlier_diversity_weight or self.outlier_entropy_weight)
+            # One pass over the batch, the diversity slice and the outliers.
+            inputs, sizes, slice_y = self._step_inputs(x, y, outliers)
+            pieces = tf.split(self.target.forward(params, inputs), sizes, axis=1)
+            outputs = pieces[0]
+            outlier_outputs = pieces[-1] if outliers else None
+            # Diversity is measured where the networks see the same images.
+            shared_outputs, shared_y = ((pieces[1], slice_y) if self.uses_diversity_slice
+                                        else (outputs, y))
             task_loss, acc = self.task_loss(outputs, y)
             loss, logs = self.objective(task_loss, state)
             if self.diversity_weight:
-                loss -= self.diversity_weight * nontrue_class_diversity(outputs, y)
+                loss -= self.diversity_weight * nontrue_class_diversity(shared_outputs,
+                                                                        shared_y)
             if self.outlier_diversity_weight:
                 loss -= self.outlier_diversity_weight * members_mutual_information(
                     outlier_outputs)
@@ -287,7 +323,8 @@ class OwnObjectiveModel(MemberModel):
         for tracker in self.objective_trackers:
             tracker.update_state(logs[tracker.name])
         if self.tracks_disagreement:
-            self.disagreement_tracker.update_state(disagreement(outputs), sample_weight=weight)
+            self.disagreement_tracker.update_state(disagreement(shared_outputs),
+                                                   sample_weight=num_examples(shared_outputs[0]))
         return step_logs(self.metrics)
 
     def test_step(self, data):

@@ -33,8 +33,13 @@ class HyperModel(OwnObjectiveModel):
         restored with the weights); ``None``: drawn from Python's ``random``.
       diversity_weight: weight (>= 0; 0: off) of a function-space diversity
         reward, :func:`~hyperkeras.losses.nontrue_class_diversity` of the
-        step's networks on the batch (classification, shared batches, at
-        least two networks per step).
+        step's networks on the batch (classification, at least two networks
+        per step). With ``batch_mode="split"`` it is measured on a diversity
+        slice: every network is also shown the first ``diversity_examples``
+        images of the first network's batch (no task loss on them).
+      diversity_examples: size of that slice (positive; at most the
+        per-network batch is used); only read with split batches and
+        ``diversity_weight > 0``.
       outlier_diversity_weight: weight (>= 0; 0: off) of the networks'
         disagreement on pseudo-outliers made from each batch
         (:meth:`pseudo_outliers`), measured by
@@ -65,7 +70,7 @@ class HyperModel(OwnObjectiveModel):
     def __init__(self, target, task="classification", ensemble_size=10,
                  eval_seed=0, networks_per_step=32, batch_mode="shared", seed=None,
                  diversity_weight=0.0, outlier_diversity_weight=0.0,
-                 outlier_entropy_weight=0.0, **kwargs):
+                 outlier_entropy_weight=0.0, diversity_examples=16, **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         if task not in TASKS:
@@ -82,14 +87,15 @@ class HyperModel(OwnObjectiveModel):
         self.noise_source = NoiseSource(seed, name="training_noise")
         self.seed = seed
         self.diversity_weight = check_weight("diversity_weight", diversity_weight)
+        self.diversity_examples = check_positive_int("diversity_examples", diversity_examples)
         self.outlier_diversity_weight = check_weight("outlier_diversity_weight",
                                                      outlier_diversity_weight)
         self.outlier_entropy_weight = check_weight("outlier_entropy_weight",
                                                    outlier_entropy_weight)
         if self.diversity_weight and not self.tracks_disagreement:
-            raise ValueError("diversity_weight > 0 needs task='classification', "
-                             "batch_mode='shared' and networks_per_step >= 2, got "
-                             f"{task!r}, {batch_mode!r}, {self.networks_per_step}")
+            raise ValueError("diversity_weight > 0 needs task='classification' "
+                             "and networks_per_step >= 2, got "
+                             f"{task!r}, {self.networks_per_step}")
         if self.outlier_diversity_weight and not (task == "classification"
                                                   and self.networks_per_step >= 2):
             raise ValueError("outlier_diversity_weight > 0 needs task='classification' "
@@ -202,5 +208,6 @@ class HyperModel(OwnObjectiveModel):
                 "networks_per_step": self.networks_per_step,
                 "batch_mode": self.batch_mode, "seed": self.seed,
                 "diversity_weight": self.diversity_weight,
+                "diversity_examples": self.diversity_examples,
                 "outlier_diversity_weight": self.outlier_diversity_weight,
                 "outlier_entropy_weight": self.outlier_entropy_weight, "name": self.name}

@@ -40,8 +40,7 @@ class HyperGAN(HyperModel):
         reported whatever the weight (NaN with one network per step).
       diversity_weight: weight of the function-space diversity reward
         (:class:`~hyperkeras.models.HyperModel`); ``None``: 0.3 where it
-        applies (classification, shared batches, two or more networks per
-        step), else 0.
+        applies (classification, two or more networks per step), else 0.
       **kwargs: see :class:`~hyperkeras.models.HyperModel` (task, ensemble_size,
         eval_seed, networks_per_step, batch_mode, seed: the seed of the
         training noise s and of the prior samples p, both drawn from the
@@ -55,7 +54,8 @@ class HyperGAN(HyperModel):
                  discriminator_units=(512, 512), beta=10.0, entropy_weight=0.0,
                  diversity_weight=None, **kwargs):
         super().__init__(target, diversity_weight=diversity_weight or 0.0, **kwargs)
-        if diversity_weight is None and self.tracks_disagreement:
+        if (diversity_weight is None and self.task == "classification"
+                and self.networks_per_step >= 2):
             self.diversity_weight = 0.3
         self.noise_dim = check_positive_int("noise_dim", noise_dim)
         self.code_dim = check_positive_int("code_dim", code_dim)

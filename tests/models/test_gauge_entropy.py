@@ -197,4 +197,5 @@ def test_outlier_diversity_term_trains_with_split_batches():
     assert spread[3.0] > 2 * spread[0.0] + 0.01, spread
     assert hk.GaugeEntropyHyperNetwork.from_config(m.get_config()).outlier_diversity_weight == 3.0
     with pytest.raises(ValueError, match="diversity_weight > 0 needs"):
-        tiny_model(batch_mode="split", diversity_weight=1.0)
+        tiny_model(batch_mode="split", diversity_weight=1.0, networks_per_step=1)
+    assert tiny_model(batch_mode="split", diversity_weight=1.0).uses_diversity_slice

@@ -263,7 +263,7 @@ def test_optimizer_state_is_restored(tmp_path):
 def test_diversity_weight_default_is_on_only_where_it_applies():
     assert tiny_model().diversity_weight == 0.3 and tiny_model().beta == 10.0
     assert tiny_model(networks_per_step=1).diversity_weight == 0.0
-    assert tiny_model(batch_mode="split").diversity_weight == 0.0
+    assert tiny_model(batch_mode="split").diversity_weight == 0.3   # on its slice
     assert hk.HyperGAN(hk.targets.regression_1d(), task="regression",
                        networks_per_step=4).diversity_weight == 0.0
     assert tiny_model(diversity_weight=0.0).diversity_weight == 0.0
@@ -273,9 +273,12 @@ def test_diversity_weight_default_is_on_only_where_it_applies():
 def test_diversity_weight_checks_its_arguments():
     with pytest.raises(ValueError, match="diversity_weight"):
         tiny_model(diversity_weight=-1.0)
-    for bad in ({"networks_per_step": 1}, {"batch_mode": "split"}):
+    for bad in ({"networks_per_step": 1}, {"networks_per_step": 1, "batch_mode": "split"}):
         with pytest.raises(ValueError, match="diversity_weight > 0 needs"):
             tiny_model(diversity_weight=0.5, **bad)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="diversity_examples"):
+            tiny_model(batch_mode="split", diversity_examples=bad)
     with pytest.raises(ValueError, match="classification"):
         hk.HyperGAN(hk.targets.regression_1d(), task="regression", networks_per_step=4,
                     diversity_weight=0.5)
@@ -298,6 +301,52 @@ def test_diversity_term_is_in_the_loss_and_spreads_the_wrong_classes():
         spread[weight] = float(hk.losses.nontrue_class_diversity(logits, y))
     assert spread[5.0] > 2 * spread[0.0] + 0.01
     assert hk.HyperGAN.from_config(m.get_config()).diversity_weight == 5.0
+
+
+def test_split_batches_show_every_network_the_diversity_slice():
+    m = tiny_model(batch_mode="split", diversity_weight=0.5, diversity_examples=3,
+                   outlier_entropy_weight=1.0, seed=3)
+    assert m.uses_diversity_slice and m.tracks_disagreement
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.uniform(size=(4, 5, 8, 8, 1)), tf.float32)
+    y = tf.constant(rng.integers(0, 3, (4, 5)), tf.int32)
+    inputs, sizes, slice_y = m._step_inputs(x, y, outliers=True)
+    assert [int(n) for n in sizes] == [5, 3, 5] and inputs.shape == (4, 13, 8, 8, 1)
+    np.testing.assert_array_equal(inputs[:, :5], x)                 # own batches first
+    for k in range(4):                   # then the first network's first 3 images
+        np.testing.assert_array_equal(inputs[k, 5:8], x[0, :3])
+        np.testing.assert_array_equal(inputs[k, 8:], inputs[0, 8:])  # shared outliers
+    np.testing.assert_array_equal(slice_y, y[0, :3])
+    # a slice larger than the per-network batch is cut to it
+    m.diversity_examples = 99
+    assert [int(n) for n in m._step_inputs(x, y)[1]] == [5, 5]
+    # no slice without the term: the batch goes through as is
+    plain = tiny_model(batch_mode="split", diversity_weight=0.0)
+    assert not plain.uses_diversity_slice and not plain.tracks_disagreement
+    assert plain._step_inputs(x, y)[0] is x
+    assert "disagreement" not in [t.name for t in plain.metrics]
+
+
+def test_diversity_term_trains_with_split_batches():
+    x, y = tiny_data(64)
+    y = (np.arange(64) % 3).astype("int32")
+    spread = {}
+    for weight in (0.0, 5.0):
+        keras.utils.set_random_seed(3)
+        m = tiny_model(beta=0.0, batch_mode="split", diversity_weight=weight,
+                       diversity_examples=8, seed=5)
+        m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+        h = m.fit(x, y, batch_size=64, steps_per_epoch=1, epochs=20, verbose=0).history
+        if weight:
+            assert np.all(np.array(h["loss"]) < np.array(h["task_loss"]))
+            assert len(h["disagreement"]) == 20 and np.all(np.isfinite(h["disagreement"]))
+        else:
+            assert "disagreement" not in h
+        spread[weight] = float(hk.losses.nontrue_class_diversity(
+            m.member_logits(x, n=16, seed=1), y))
+    assert spread[5.0] > 2 * spread[0.0] + 0.01, spread
+    restored = hk.HyperGAN.from_config(m.get_config())
+    assert restored.diversity_examples == 8 and restored.batch_mode == "split"
 
 
 def test_pseudo_outliers_blend_each_image_with_the_next():
