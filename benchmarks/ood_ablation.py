@@ -95,6 +95,10 @@ ROWS = {
                                       batch_mode="split", seed=1),
     "hypergan_split_diversity_0.3": hypergan(beta=10, final_lr_fraction=0.05, diversity=0.3,
                                              eval_examples=3000, batch_mode="split"),
+    "hypergan_split_outlier_0.3": hypergan(beta=10, final_lr_fraction=0.05, outlier=0.3,
+                                           eval_examples=3000, batch_mode="split"),
+    "hypergan_split_500_steps": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
+                                         batch_mode="split", steps=500),
 }
 
 

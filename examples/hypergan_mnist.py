@@ -30,6 +30,8 @@ flags.DEFINE_integer("batch_size", 64, "Images per network and step (all network
 flags.DEFINE_enum("batch_mode", "shared", ["shared", "split"],
                   "shared: every network sees the same batch; split: each network its own "
                   "(batches of batch_size x networks images are read).")
+flags.DEFINE_bool("flip", False, "Augment the training images with random left-right "
+                  "flips (label-preserving on Fashion-MNIST's clothes, not on digits).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of mixer and generators.")
 flags.DEFINE_float("final_lr_fraction", 0.05,
                    "Cosine decay of the generator learning rate down to this fraction.")
@@ -69,6 +71,8 @@ def main(argv):
     per_step = FLAGS.batch_size * (FLAGS.networks if FLAGS.batch_mode == "split" else 1)
     train = datasets.load(FLAGS.dataset, FLAGS.train_split, batch_size=per_step,
                           shuffle=True, seed=FLAGS.seed, drop_remainder=True).repeat()
+    if FLAGS.flip:
+        train = datasets.random_flips(train, seed=FLAGS.seed)
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
@@ -104,7 +108,7 @@ def main(argv):
         "train_seconds": train_seconds,
         "steps": FLAGS.steps,
         "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,
-        "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "batch_mode",
+        "flags": {k: FLAGS[k].value for k in ("steps", "networks", "batch_size", "batch_mode", "flip",
                                              "beta",
                                              "entropy_weight", "diversity_weight",
                                              "outlier_diversity_weight",

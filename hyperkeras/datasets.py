@@ -38,6 +38,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 __all__ = ["KNOWN_NAMES", "SYSTEM_DATA_DIRS", "DatasetSource", "describe", "info",
+           "random_flips",
            "load", "load_arrays", "read_idx"]
 
 KNOWN_NAMES = ("mnist", "fashion_mnist", "cifar10")  # tfds names, each with train/test
@@ -368,3 +369,19 @@ def load(name_or_path, split="train", batch_size=None, shuffle=None, seed=0,
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return tfds.as_numpy(ds) if as_numpy else ds
+
+
+def random_flips(dataset, seed=0):
+    """``dataset`` of ``(images, labels)`` with each image flipped left-right
+    with probability 1/2 (labels unchanged), a label-preserving augmentation
+    for clothes (Fashion-MNIST), not for digits. Images are ``[H, W, C]`` or
+    batches ``[B, H, W, C]``; ``seed`` makes the flips repeat."""
+    def flip(x, y):
+        x = tf.convert_to_tensor(x)
+        if x.shape.rank not in (3, 4):
+            raise ValueError(f"random_flips needs images [H, W, C] or [B, H, W, C], got "
+                             f"shape {x.shape}")
+        shape = [tf.shape(x)[0], 1, 1, 1] if x.shape.rank == 4 else [1, 1, 1]
+        keep = tf.random.uniform(shape, seed=seed) < 0.5
+        return tf.where(keep, x, tf.reverse(x, [x.shape.rank - 2])), y
+    return dataset.map(flip)

@@ -446,3 +446,26 @@ def test_error_idx_header_dimensions_overflow(tmp_path):
     with pytest.raises(ValueError, match=r"Corrupt IDX file .*train-images-idx3-ubyte.*"
                                          r"header says shape"):
         datasets.read_idx(path)
+
+
+def test_random_flips_mirror_about_half_the_images_and_keep_labels():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 5, 7, 2)).astype("float32")
+    y = np.arange(64, dtype="int32")
+    for ds in (tf.data.Dataset.from_tensor_slices((x, y)).batch(16),   # batches
+               tf.data.Dataset.from_tensor_slices((x, y))):            # single images
+        out = list(datasets.random_flips(ds, seed=3).unbatch().as_numpy_iterator()
+                   if ds.element_spec[0].shape.rank == 4
+                   else datasets.random_flips(ds, seed=3).as_numpy_iterator())
+        xs = np.stack([a for a, _ in out])
+        np.testing.assert_array_equal([b for _, b in out], y)
+        same = np.array([np.array_equal(a, b) for a, b in zip(xs, x)])
+        mirrored = np.array([np.array_equal(a, b[:, ::-1]) for a, b in zip(xs, x)])
+        assert np.all(same ^ mirrored)           # each image kept or mirrored, never both
+        assert 16 <= mirrored.sum() <= 48, mirrored.sum()
+
+
+def test_random_flips_reject_other_ranks():
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 3), "float32"), np.zeros(4)))
+    with pytest.raises(ValueError, match="random_flips needs images"):
+        datasets.random_flips(ds)

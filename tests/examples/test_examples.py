@@ -56,11 +56,12 @@ def test_gauge_entropy_example(tiny_npz, tmp_path):
 def test_hypergan_example(tiny_npz, tmp_path):
     run_example("hypergan_mnist.py", "--dataset", tiny_npz, "--steps", "10",
                 "--networks", "2", "--batch_size", "8", "--noise_dim", "16",
-                "--code_dim", "8", "--entropy_weight", "0.01",
-                "--train_split", "train[:256]", "--eval_split", "train[256:]",
+                "--code_dim", "8", "--entropy_weight", "0.01", "--batch_mode", "split",
+                "--flip", "--train_split", "train[:256]", "--eval_split", "train[256:]",
                 "--out", str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["evaluated_on"] == "train[256:]" and m["flags"]["entropy_weight"] == 0.01
+    assert m["flags"]["batch_mode"] == "split" and m["flags"]["flip"] is True
     assert set(m["ensemble_accuracy"]) == {"1", "5", "10", "100"}
     assert m["calibration"]["single_network_mean"]["ece"] >= 0
     assert m["function_diversity"]["members"] == 100
