@@ -66,11 +66,11 @@ ROWS = {
                                  "--batch_mode", "split", "--steps", "4000"],
     "split_diversity_0.15_4000": ["--beta", "10", "--diversity_weight", "0.15",
                                   "--batch_mode", "split", "--steps", "4000"],
-    "split_diversity_0.3_2500": ["--beta", "10", "--diversity_weight", "0.3",
-                                 "--batch_mode", "split", "--steps", "2500"],
     # random left-right flips against the overfitting of long split schedules
     "split_diversity_0.3_flip_4000": ["--beta", "10", "--diversity_weight", "0.3",
                                       "--batch_mode", "split", "--flip", "--steps", "4000"],
+    "split_diversity_0.3_flip_6000": ["--beta", "10", "--diversity_weight", "0.3",
+                                      "--batch_mode", "split", "--flip", "--steps", "6000"],
 }
 
 
