@@ -71,7 +71,17 @@ ROWS = {
                                       "--batch_mode", "split", "--flip", "--steps", "4000"],
     "split_diversity_0.3_flip_6000": ["--beta", "10", "--diversity_weight", "0.3",
                                       "--batch_mode", "split", "--flip", "--steps", "6000"],
+    "split_diversity_0.2_flip_4000": ["--beta", "10", "--diversity_weight", "0.2",
+                                      "--batch_mode", "split", "--flip", "--steps", "4000"],
 }
+
+# Rows older than a flag ran with its old default; pin it, so they do not move
+# when the example's defaults do (their recorded commands stay as they ran).
+for _flags in ROWS.values():
+    if "--batch_mode" not in _flags:
+        _flags += ["--batch_mode", "shared"]
+    if "--flip" not in _flags:
+        _flags.append("--noflip")
 
 
 def summarise(m):
