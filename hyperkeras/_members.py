@@ -151,8 +151,9 @@ class OwnObjectiveModel(MemberModel):
     Reported: the task loss (``task_loss_name``), ``accuracy``
     (classification), the objective's metrics and, for classification with
     shared batches and ``networks_per_step >= 2``, ``disagreement`` of the
-    step's networks (:func:`disagreement`; not with ``batch_mode="split"``,
-    where the networks see different images). ``evaluate`` reports the task
+    step's networks (:func:`disagreement`; with ``batch_mode="split"``, where
+    the networks see different images, only on the diversity slice that the
+    diversity term adds, see :attr:`uses_diversity_slice`). ``evaluate`` reports the task
     loss and accuracy of the default members (:meth:`member_params`).
     """
 
