@@ -11,7 +11,7 @@ of the ensemble, training seconds.
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/hypergan_ablation.py \\
         > benchmarks/results/hypergan_ablation.json
 
-Rows run 1500 steps (a quarter of the example's default) to keep the study
+Rows run 1500 steps (the example's default is 4000) to keep the study
 within a CPU budget, unless their flags say otherwise; ``--rows`` picks rows
 by name.
 """
@@ -51,7 +51,8 @@ ROWS = {
     "diversity_0.5_full": ["--beta", "1", "--diversity_weight", "0.5", "--steps", "6000"],
     "beta_10_diversity_0.3_full": ["--beta", "10", "--diversity_weight", "0.3",
                                    "--steps", "6000"],
-    # a longer schedule (the example's default now: its 20-minute limit allows about 8500)
+    # a longer schedule (the example's default before split batches: its 20-minute
+    # limit allows about 8500 shared steps)
     "beta_10_diversity_0.3_8500": ["--beta", "10", "--diversity_weight", "0.3",
                                    "--steps", "8500"],
     "beta_10_diversity_0.2_8500": ["--beta", "10", "--diversity_weight", "0.2",

@@ -23,7 +23,7 @@ from hyperkeras import datasets
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "Dataset name or local path (IDX folder, .npz).")
 flags.DEFINE_integer("steps", 4000, "Training steps (chosen on the validation split with "
-                     "split batches and flips; about 11 minutes on 2 cores).")
+                     "split batches and flips; about 10 minutes on 2 cores).")
 flags.DEFINE_integer("networks", 8, "Networks sampled per training step.")
 flags.DEFINE_integer("batch_size", 64, "Images per network and step (all networks share "
                      "them with --batch_mode shared; each network gets its own with split).")
@@ -68,20 +68,22 @@ def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
-    print("dataset:", datasets.describe(FLAGS.dataset), flush=True)
+    described = datasets.describe(FLAGS.dataset)
+    print("dataset:", described, flush=True)
     per_step = FLAGS.batch_size * (FLAGS.networks if FLAGS.batch_mode == "split" else 1)
     train = datasets.load(FLAGS.dataset, FLAGS.train_split, batch_size=per_step,
                           shuffle=True, seed=FLAGS.seed, drop_remainder=True).repeat()
     flip = FLAGS.flip
     if flip is None:
-        flip = "fashion" in datasets.describe(FLAGS.dataset).lower()
+        flip = "fashion" in described.lower()
     if flip:
         train = datasets.random_flips(train, seed=FLAGS.seed)
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
-                        batch_mode=FLAGS.batch_mode, beta=FLAGS.beta, entropy_weight=FLAGS.entropy_weight,
+                        batch_mode=FLAGS.batch_mode, beta=FLAGS.beta,
+                        entropy_weight=FLAGS.entropy_weight,
                         diversity_weight=FLAGS.diversity_weight,
                         outlier_diversity_weight=FLAGS.outlier_diversity_weight,
                         outlier_entropy_weight=FLAGS.outlier_entropy_weight)
@@ -108,7 +110,7 @@ def main(argv):
     norms = {name: {"mean": v["norm_mean"], "std": v["norm_std"]}
              for name, v in weights["layers"].items()}
     metrics = {
-        "dataset": datasets.describe(FLAGS.dataset),
+        "dataset": described,
         "train_seconds": train_seconds,
         "steps": FLAGS.steps,
         "trained_on": FLAGS.train_split, "evaluated_on": FLAGS.eval_split,

@@ -194,7 +194,7 @@ def build_method(name, input_shape, num_classes, seed=0):
                 lr, FLAGS.hypergan_steps, alpha=FLAGS.hypergan_final_lr_fraction)
         model.compile(optimizer=hk.optimizers.FusedAdam(lr),
                       discriminator_optimizer=hk.optimizers.FusedAdam(1e-4))
-        return model, 32 * (16 if FLAGS.hypergan_batch_mode == "split" else 1)
+        return model, 32 * (model.networks_per_step if model.batch_mode == "split" else 1)
     if name == "gauge_entropy":
         cls = getattr(hk, "GaugeEntropyHyperNetwork", None)
         if cls is None:

@@ -188,9 +188,15 @@ class OwnObjectiveModel(MemberModel):
         return self.task_trackers[:2 if self.task == "classification" else 1]
 
     @property
+    def supports_diversity(self):
+        """Whether the step's networks can be compared: classification with
+        at least two networks per step (what the diversity terms need)."""
+        return self.task == "classification" and self.networks_per_step >= 2
+
+    @property
     def tracks_disagreement(self):
-        return (self.task == "classification" and self.networks_per_step >= 2
-                and (self.batch_mode == "shared" or self.uses_diversity_slice))
+        return self.supports_diversity and (self.batch_mode == "shared"
+                                            or self.uses_diversity_slice)
 
     @property
     def uses_diversity_slice(self):
@@ -259,9 +265,9 @@ class OwnObjectiveModel(MemberModel):
         ``[K, 2b, ...]`` splitting into batch and outliers. Per-network
         batches ``[K, b, ...]`` ("split") all get the outliers made from the
         first network's batch, so the networks are compared on the same images."""
-        return self._step_inputs(x, outliers=True)[0]
+        return self._step_inputs(x, outliers=True, diversity_slice=False)[0]
 
-    def _step_inputs(self, x, y=None, outliers=False):
+    def _step_inputs(self, x, y=None, outliers=False, diversity_slice=None):
         """The step's inputs and the sizes their outputs split into along the
         example axis: the batch, then (split batches with the diversity term)
         the diversity slice, then (``outliers``) the pseudo-outliers.
@@ -270,7 +276,8 @@ class OwnObjectiveModel(MemberModel):
         ones ``[K, b, ...]`` along axis 1 (the slice and the outliers, made
         from the first network's batch, broadcast to every network). Returns
         ``(inputs, sizes, slice_labels)``; ``slice_labels`` is None without a
-        slice."""
+        slice. ``diversity_slice`` (default :attr:`uses_diversity_slice`)
+        adds the slice or leaves it out."""
         if self.batch_mode == "shared":
             if not outliers:
                 return x, [tf.shape(x)[0]], None
@@ -278,7 +285,7 @@ class OwnObjectiveModel(MemberModel):
             return tf.concat(parts, 0), [tf.shape(p)[0] for p in parts], None
         k = tf.shape(x)[0]
         parts, slice_labels = [x], None
-        if self.uses_diversity_slice:
+        if self.uses_diversity_slice if diversity_slice is None else diversity_slice:
             n = tf.minimum(self.diversity_examples, tf.shape(x)[1])
             parts.append(tf.broadcast_to(x[:1, :n], tf.concat([[k, n], tf.shape(x)[2:]], 0)))
             slice_labels = y[0, :n] if y is not None else None

@@ -92,12 +92,11 @@ class HyperModel(OwnObjectiveModel):
                                                      outlier_diversity_weight)
         self.outlier_entropy_weight = check_weight("outlier_entropy_weight",
                                                    outlier_entropy_weight)
-        if self.diversity_weight and not self.tracks_disagreement:
+        if self.diversity_weight and not self.supports_diversity:
             raise ValueError("diversity_weight > 0 needs task='classification' "
                              "and networks_per_step >= 2, got "
                              f"{task!r}, {self.networks_per_step}")
-        if self.outlier_diversity_weight and not (task == "classification"
-                                                  and self.networks_per_step >= 2):
+        if self.outlier_diversity_weight and not self.supports_diversity:
             raise ValueError("outlier_diversity_weight > 0 needs task='classification' "
                              f"and networks_per_step >= 2, got {task!r}, "
                              f"{self.networks_per_step}")

@@ -54,8 +54,7 @@ class HyperGAN(HyperModel):
                  discriminator_units=(512, 512), beta=10.0, entropy_weight=0.0,
                  diversity_weight=None, **kwargs):
         super().__init__(target, diversity_weight=diversity_weight or 0.0, **kwargs)
-        if (diversity_weight is None and self.task == "classification"
-                and self.networks_per_step >= 2):
+        if diversity_weight is None and self.supports_diversity:
             self.diversity_weight = 0.3
         self.noise_dim = check_positive_int("noise_dim", noise_dim)
         self.code_dim = check_positive_int("code_dim", code_dim)
