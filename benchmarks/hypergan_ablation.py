@@ -75,6 +75,17 @@ ROWS = {
     "split_diversity_0.2_flip_4000": ["--beta", "10", "--diversity_weight", "0.2",
                                       "--batch_mode", "split", "--flip", "--steps", "4000"],
 }
+# random shifts of up to 2 pixels on top of the flips, and a fixed random
+# prior in weight space (prior_scale)
+SPLIT_FLIP = ["--beta", "10", "--batch_mode", "split", "--flip", "--steps", "4000"]
+ROWS.update({
+    "split_diversity_0.2_flip_shift_4000": [*SPLIT_FLIP, "--diversity_weight", "0.2",
+                                            "--shift", "2"],
+    "split_diversity_0.3_flip_shift_4000": [*SPLIT_FLIP, "--diversity_weight", "0.3",
+                                            "--shift", "2"],
+    "split_diversity_0.2_flip_prior_1_4000": [*SPLIT_FLIP, "--diversity_weight", "0.2",
+                                              "--prior_scale", "1"],
+})
 
 # Rows older than a flag ran with its old default; pin it, so they do not move
 # when the example's defaults do (their recorded commands stay as they ran).

@@ -22,7 +22,7 @@ from _ablation import run_rows
 
 
 def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=1000,
-             outlier_entropy=None, seed=None, batch_mode=None, steps=None):
+             outlier_entropy=None, seed=None, batch_mode=None, steps=None, prior=None):
     """A HyperGAN row with every setting explicit (the example's defaults move;
     rows older than a flag leave it out, so their recorded commands stay)."""
     return ["--methods", "hypergan", "--hypergan_beta", str(beta),
@@ -33,16 +33,19 @@ def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=
             "--eval_examples", str(eval_examples),
             *([] if seed is None else ["--seed", str(seed)]),
             *([] if batch_mode is None else ["--hypergan_batch_mode", batch_mode]),
-            *([] if steps is None else ["--hypergan_steps", str(steps)])]
+            *([] if steps is None else ["--hypergan_steps", str(steps)]),
+            *([] if prior is None else ["--hypergan_prior", str(prior)])]
 
 
-def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0, outlier_entropy=None):
+def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0, outlier_entropy=None,
+          prior=None):
     """A gauge-entropy row with every setting explicit."""
     return ["--methods", "gauge_entropy", "--gauge_steps", str(steps),
             "--gauge_lambda", str(lambda_), "--gauge_outlier_diversity", str(outlier),
             *([] if outlier_entropy is None else ["--gauge_outlier_entropy",
                                                   str(outlier_entropy)]),
-            "--eval_examples", str(eval_examples), "--seed", str(seed)]
+            "--eval_examples", str(eval_examples), "--seed", str(seed),
+            *([] if prior is None else ["--gauge_prior", str(prior)])]
 
 
 ROWS = {
@@ -99,6 +102,16 @@ ROWS = {
                                            eval_examples=3000, batch_mode="split"),
     "hypergan_split_500_steps": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
                                          batch_mode="split", steps=500),
+    # a fixed random prior in weight space (prior_scale; He-scaled kernels)
+    "hypergan_prior_1": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
+                                 prior=1),
+    "hypergan_prior_1_seed_1": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
+                                        prior=1, seed=1),
+    "hypergan_prior_0.5": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
+                                   prior=0.5),
+    "hypergan_split_prior_1": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
+                                       batch_mode="split", prior=1),
+    "gauge_prior_1": gauge(prior=1),
 }
 
 

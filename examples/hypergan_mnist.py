@@ -33,6 +33,10 @@ flags.DEFINE_enum("batch_mode", "split", ["shared", "split"],
 flags.DEFINE_bool("flip", None, "Augment the training images with random left-right "
                   "flips (label-preserving on Fashion-MNIST's clothes, not on digits); "
                   "default: on when the dataset's name or path says Fashion-MNIST.")
+flags.DEFINE_integer("shift", 0, "Augment the training images with random shifts of up "
+                     "to this many pixels (0: off).")
+flags.DEFINE_float("prior_scale", 0.0, "HyperGAN's prior_scale: a fixed random prior in "
+                   "weight space, He-scaled (0: off).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of mixer and generators.")
 flags.DEFINE_float("final_lr_fraction", 0.05,
                    "Cosine decay of the generator learning rate down to this fraction.")
@@ -78,6 +82,8 @@ def main(argv):
         flip = "fashion" in described.lower()
     if flip:
         train = datasets.random_flips(train, seed=FLAGS.seed)
+    if FLAGS.shift:
+        train = datasets.random_shifts(train, FLAGS.shift, seed=FLAGS.seed)
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
@@ -86,7 +92,8 @@ def main(argv):
                         entropy_weight=FLAGS.entropy_weight,
                         diversity_weight=FLAGS.diversity_weight,
                         outlier_diversity_weight=FLAGS.outlier_diversity_weight,
-                        outlier_entropy_weight=FLAGS.outlier_entropy_weight)
+                        outlier_entropy_weight=FLAGS.outlier_entropy_weight,
+                        prior_scale=FLAGS.prior_scale)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
     model.compile(optimizer=hk.optimizers.FusedAdam(schedule),
@@ -117,7 +124,8 @@ def main(argv):
         "flags": {**{k: FLAGS[k].value for k in (
             "steps", "networks", "batch_size", "batch_mode", "beta", "entropy_weight",
             "diversity_weight", "outlier_diversity_weight", "outlier_entropy_weight",
-            "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed")},
+            "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed", "shift",
+            "prior_scale")},
             "flip": bool(flip)},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},

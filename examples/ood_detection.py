@@ -93,6 +93,10 @@ flags.DEFINE_float("gauge_outlier_entropy", 0.0,
 flags.DEFINE_float("gauge_outlier_diversity", 0.0,
                    "Gauge-entropy model's outlier_diversity_weight (disagreement on "
                    "blended training images).")
+flags.DEFINE_float("hypergan_prior", 0.0,
+                   "HyperGAN's prior_scale (a fixed random prior in weight space, "
+                   "He-scaled; 0: off).")
+flags.DEFINE_float("gauge_prior", 0.0, "Gauge-entropy model's prior_scale (0: off).")
 flags.DEFINE_float("gauge_lambda", 1e3, "Gauge-entropy model's accuracy weight lambda.")
 flags.DEFINE_bool("validation", False,
                   "Choose settings without the test set: train on the inlier training "
@@ -187,7 +191,8 @@ def build_method(name, input_shape, num_classes, seed=0):
                             batch_mode=FLAGS.hypergan_batch_mode, beta=FLAGS.hypergan_beta,
                             diversity_weight=FLAGS.hypergan_diversity,
                             outlier_diversity_weight=FLAGS.hypergan_outlier_diversity,
-                            outlier_entropy_weight=FLAGS.hypergan_outlier_entropy)
+                            outlier_entropy_weight=FLAGS.hypergan_outlier_entropy,
+                            prior_scale=FLAGS.hypergan_prior)
         lr = 1e-3
         if FLAGS.hypergan_final_lr_fraction != 1.0:
             lr = keras.optimizers.schedules.CosineDecay(
@@ -202,7 +207,8 @@ def build_method(name, input_shape, num_classes, seed=0):
         model = cls(with_classes(preset, input_shape, num_classes), seed=seed,
                     networks_per_step=32, batch_mode="split", lambda_=FLAGS.gauge_lambda,
                     outlier_diversity_weight=FLAGS.gauge_outlier_diversity,
-                    outlier_entropy_weight=FLAGS.gauge_outlier_entropy)
+                    outlier_entropy_weight=FLAGS.gauge_outlier_entropy,
+                    prior_scale=FLAGS.gauge_prior)
         model.compile(optimizer=adam_with_decay(1e-3, 0.9995))
         return model, 32 * 32
     target = with_classes(preset, input_shape, num_classes)

@@ -33,12 +33,13 @@ import re
 import zipfile
 import zlib
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 __all__ = ["KNOWN_NAMES", "SYSTEM_DATA_DIRS", "DatasetSource", "describe", "info",
-           "random_flips",
+           "random_flips", "random_shifts",
            "load", "load_arrays", "read_idx"]
 
 KNOWN_NAMES = ("mnist", "fashion_mnist", "cifar10")  # tfds names, each with train/test
@@ -385,3 +386,26 @@ def random_flips(dataset, seed=0):
         keep = tf.random.uniform(shape, seed=seed) < 0.5
         return tf.where(keep, x, tf.reverse(x, [x.shape.rank - 2])), y
     return dataset.map(flip)
+
+
+def random_shifts(dataset, max_shift=2, seed=0):
+    """``dataset`` of ``(images, labels)`` with each image moved by a random
+    whole number of pixels, at most ``max_shift`` down or up and left or
+    right, the uncovered border filled with zeros (labels unchanged;
+    ``keras.layers.RandomTranslation`` with nearest sampling). Images are
+    ``[H, W, C]`` or batches ``[B, H, W, C]``; ``seed`` makes the shifts repeat."""
+    max_shift = int(max_shift)
+    if max_shift < 0:
+        raise ValueError(f"random_shifts needs max_shift >= 0, got {max_shift}")
+    spec = dataset.element_spec[0] if isinstance(dataset.element_spec, tuple) else None
+    rank = getattr(spec, "shape", tf.TensorShape(None)).rank
+    if rank not in (3, 4):
+        raise ValueError(f"random_shifts needs images [H, W, C] or [B, H, W, C], got "
+                         f"shape {getattr(spec, 'shape', None)}")
+    height, width = spec.shape[-3], spec.shape[-2]
+    if height is None or width is None:
+        raise ValueError(f"random_shifts needs a known image size, got shape {spec.shape}")
+    layer = keras.layers.RandomTranslation(max_shift / height, max_shift / width,
+                                           fill_mode="constant", interpolation="nearest",
+                                           seed=seed)
+    return dataset.map(lambda x, y: (layer(x, training=True), y))

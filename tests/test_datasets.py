@@ -469,3 +469,41 @@ def test_random_flips_reject_other_ranks():
     ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 3), "float32"), np.zeros(4)))
     with pytest.raises(ValueError, match="random_flips needs images"):
         datasets.random_flips(ds)
+
+
+def _shift_of(shifted, image, max_shift):
+    """The (dy, dx) that moves ``image`` onto ``shifted`` with zero fill, or None."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            window = padded[max_shift - dy:max_shift - dy + h, max_shift - dx:max_shift - dx + w]
+            if np.array_equal(window, shifted):
+                return dy, dx
+    return None
+
+
+def test_random_shifts_move_images_by_whole_pixels_and_keep_labels():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 1.0, size=(64, 12, 10, 2)).astype("float32")  # no zeros inside
+    y = np.arange(64, dtype="int32")
+    for ds in (tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+               tf.data.Dataset.from_tensor_slices((x, y))):
+        out = datasets.random_shifts(ds, max_shift=2, seed=3)
+        if ds.element_spec[0].shape.rank == 4:
+            out = out.unbatch()
+        pairs = list(out.as_numpy_iterator())
+        np.testing.assert_array_equal([b for _, b in pairs], y)
+        shifts = [_shift_of(a, img, 2) for (a, _), img in zip(pairs, x)]
+        assert all(s is not None for s in shifts), shifts
+        assert len(set(shifts)) > 5, shifts                    # the shifts vary
+        assert sum(s != (0, 0) for s in shifts) > 32, shifts   # most images move
+
+
+def test_random_shifts_reject_bad_input():
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 3), "float32"), np.zeros(4)))
+    with pytest.raises(ValueError, match="random_shifts needs images"):
+        datasets.random_shifts(ds)
+    images = tf.data.Dataset.from_tensor_slices((np.zeros((4, 5, 5, 1), "float32"), np.zeros(4)))
+    with pytest.raises(ValueError, match="max_shift >= 0"):
+        datasets.random_shifts(images, max_shift=-1)

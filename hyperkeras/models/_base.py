@@ -51,6 +51,14 @@ class HyperModel(OwnObjectiveModel):
         the same pseudo-outliers: the networks' mean predictive entropy
         there (:func:`~hyperkeras.losses.members_mean_entropy`, each network
         pushed towards "unsure"; classification, any ``networks_per_step``).
+      prior_scale: scale (>= 0; 0: off) of a fixed random prior in weight
+        space (a randomised prior, Osband et al. 2018, or the random starts
+        of a deep ensemble): every generated kernel gets ``prior_scale`` times
+        a fixed, untrained linear function of the network's noise, drawn so
+        that the prior kernels are He-distributed (``N(0, 2 / fan_in)``)
+        over the noise. Training cannot shrink it, only compensate where the
+        data needs it, so networks keep differing in the directions the
+        data leaves free (where outliers fall). Saved with the weights.
 
     Subclasses set ``noise_dim`` (and ``noise_distribution``) and define
     ``codes(noise)``, one tensor ``[K, num_codes, code_dim]`` (the mixer's or
@@ -70,7 +78,8 @@ class HyperModel(OwnObjectiveModel):
     def __init__(self, target, task="classification", ensemble_size=10,
                  eval_seed=0, networks_per_step=32, batch_mode="shared", seed=None,
                  diversity_weight=0.0, outlier_diversity_weight=0.0,
-                 outlier_entropy_weight=0.0, diversity_examples=16, **kwargs):
+                 outlier_entropy_weight=0.0, diversity_examples=16, prior_scale=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         if task not in TASKS:
@@ -102,10 +111,39 @@ class HyperModel(OwnObjectiveModel):
                              f"{self.networks_per_step}")
         if self.outlier_entropy_weight and task != "classification":
             raise ValueError(f"outlier_entropy_weight > 0 needs task='classification', got {task!r}")
+        self.prior_scale = check_weight("prior_scale", prior_scale)
+        self.prior_bases = None
 
     def generate(self, noise, training=False):
         """Map ``[K, noise_dim]`` noise to a list of ``(kernel, bias)`` pairs."""
-        return self.generate_from_codes(self.codes(noise))
+        return self.with_prior(self.generate_from_codes(self.codes(noise)), noise)
+
+    def build_prior(self):
+        """The prior's fixed bases, one ``[noise_dim, kernel size]`` per layer."""
+        if self.prior_bases is not None or not self.prior_scale:
+            return
+        noise_var = 1.0 / 3.0 if self.noise_distribution == "uniform" else 1.0
+        bases = []
+        for i, info in enumerate(self.target.layers):
+            std = float(np.sqrt(2.0 / info.fan_in / (self.noise_dim * noise_var)))
+            seed = None if self.seed is None else int(self.seed) * 1009 + i
+            bases.append(self.add_weight(
+                shape=(self.noise_dim, int(np.prod(info.kernel_shape))),
+                initializer=keras.initializers.RandomNormal(stddev=std, seed=seed),
+                trainable=False, name=f"prior_basis_{info.name}"))
+        self.prior_bases = bases
+
+    def with_prior(self, params, noise):
+        """``params`` plus ``prior_scale`` times the noise's prior kernels."""
+        if not self.prior_scale:
+            return params
+        self.build_prior()
+        noise = tf.convert_to_tensor(noise, tf.float32)
+        out = []
+        for (kernel, bias), basis in zip(params, self.prior_bases):
+            prior = tf.reshape(tf.matmul(noise, basis), tf.shape(kernel))
+            out.append((kernel + self.prior_scale * prior, bias))
+        return out
 
     def build_generators(self):
         """Create the weights of every sub-layer (called by ``build``)."""
@@ -113,6 +151,7 @@ class HyperModel(OwnObjectiveModel):
 
     def build(self, input_shape=None):
         if not self.built:
+            self.build_prior()
             self.build_generators()
             self.built = True
 
@@ -136,8 +175,9 @@ class HyperModel(OwnObjectiveModel):
 
     def training_members(self):
         """The step's networks from fresh training noise; the state is their codes."""
-        codes = self.codes(self.training_noise())
-        return self.generate_from_codes(codes), codes
+        noise = self.training_noise()
+        codes = self.codes(noise)
+        return self.with_prior(self.generate_from_codes(codes), noise), codes
 
     def pseudo_outliers(self, x):
         """Images no network should be sure of: each image of the batch blended
@@ -209,4 +249,5 @@ class HyperModel(OwnObjectiveModel):
                 "diversity_weight": self.diversity_weight,
                 "diversity_examples": self.diversity_examples,
                 "outlier_diversity_weight": self.outlier_diversity_weight,
-                "outlier_entropy_weight": self.outlier_entropy_weight, "name": self.name}
+                "outlier_entropy_weight": self.outlier_entropy_weight,
+                "prior_scale": self.prior_scale, "name": self.name}

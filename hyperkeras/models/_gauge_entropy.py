@@ -178,7 +178,11 @@ class GaugeEntropyHyperNetwork(HyperModel):
         entropy only depends on distances, not on the order of coordinates),
         so the step converts layouts once, for the forward pass.
         """
-        filters = self.filters_from_codes(self.codes(self.training_noise()))
+        noise = self.training_noise()
+        filters = self.filters_from_codes(self.codes(noise))
+        if self.prior_scale:  # the entropy and the gauge see the prior too
+            filters = self.target.to_filters(
+                self.with_prior(self.target.from_filters(filters), noise))
         return self.target.from_filters(filters), filters
 
     def objective(self, task_loss, filters):

@@ -219,3 +219,57 @@ def test_no_disagreement_for_split_batches_or_one_network(family, kw):
     x, y = data(12)
     hist = m.fit(x, y, batch_size=6, epochs=1, verbose=0).history
     assert "disagreement" not in hist and "task_loss" in hist
+
+
+# ------------------------------------------------------------- random prior
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prior_adds_a_fixed_he_scaled_linear_function_of_the_noise(family):
+    keras.utils.set_random_seed(seed_of("prior" + family))
+    prior = make(family, seed=3, prior_scale=0.5)
+    prior.build()
+    noise = prior.sample_noise(2000, seed=1)
+    with_prior = prior.generate(noise)
+    without = prior.generate_from_codes(prior.codes(noise))
+    for info, basis, (k1, b1), (k0, b0) in zip(TINY.layers, prior.prior_bases,
+                                               with_prior, without):
+        expected = 0.5 * tf.reshape(noise @ basis, k0.shape)
+        np.testing.assert_allclose(k1 - k0, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(b1, b0)                 # biases get no prior
+        var = float(tf.math.reduce_variance(expected / 0.5))
+        assert 0.3 < var / (2.0 / info.fan_in) < 3.0, (info.name, var)
+    assert not any(v is b for v in prior.trainable_variables for b in prior.prior_bases)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prior_is_in_the_training_networks_and_survives_fit_and_saving(family, tmp_path):
+    keras.utils.set_random_seed(seed_of("prior_fit" + family))
+    m = compiled(family, seed=4, prior_scale=1.0)
+    state = m.noise_source.state.numpy()
+    noise = m.training_noise()
+    m.noise_source.state.assign(state)
+    params, _ = m.training_members()
+    for (k, b), (k_ref, b_ref) in zip(params, m.generate(noise)):
+        np.testing.assert_allclose(k, k_ref, rtol=1e-5, atol=1e-6)
+    bases = [b.numpy() for b in m.prior_bases]
+    x, y = data()
+    m.fit(x, y, batch_size=6, epochs=1, verbose=0)
+    for before, after in zip(bases, m.prior_bases):
+        np.testing.assert_array_equal(before, after.numpy())  # never trained
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config()["prior_scale"] == 1.0
+    np.testing.assert_allclose(loaded.predict_members(x, n=4, seed=2),
+                               m.predict_members(x, n=4, seed=2), rtol=1e-5, atol=1e-6)
+    again = make(family, seed=4, prior_scale=1.0)
+    again.build()
+    for a, b in zip(bases, again.prior_bases):
+        np.testing.assert_array_equal(a, b.numpy())           # the seed fixes the prior
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_negative_prior_scale_is_rejected(family):
+    with pytest.raises(ValueError, match="prior_scale must be >= 0"):
+        make(family, prior_scale=-1.0)
