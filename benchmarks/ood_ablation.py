@@ -22,7 +22,8 @@ from _ablation import run_rows
 
 
 def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=1000,
-             outlier_entropy=None, seed=None, batch_mode=None, steps=None, prior=None):
+             outlier_entropy=None, seed=None, batch_mode=None, steps=None, prior=None,
+             outlier_kind=None):
     """A HyperGAN row with every setting explicit (the example's defaults move;
     rows older than a flag leave it out, so their recorded commands stay)."""
     return ["--methods", "hypergan", "--hypergan_beta", str(beta),
@@ -34,18 +35,20 @@ def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=
             *([] if seed is None else ["--seed", str(seed)]),
             *([] if batch_mode is None else ["--hypergan_batch_mode", batch_mode]),
             *([] if steps is None else ["--hypergan_steps", str(steps)]),
-            *([] if prior is None else ["--hypergan_prior", str(prior)])]
+            *([] if prior is None else ["--hypergan_prior", str(prior)]),
+            *([] if outlier_kind is None else ["--hypergan_outlier_kind", outlier_kind])]
 
 
 def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0, outlier_entropy=None,
-          prior=None):
+          prior=None, outlier_kind=None):
     """A gauge-entropy row with every setting explicit."""
     return ["--methods", "gauge_entropy", "--gauge_steps", str(steps),
             "--gauge_lambda", str(lambda_), "--gauge_outlier_diversity", str(outlier),
             *([] if outlier_entropy is None else ["--gauge_outlier_entropy",
                                                   str(outlier_entropy)]),
             "--eval_examples", str(eval_examples), "--seed", str(seed),
-            *([] if prior is None else ["--gauge_prior", str(prior)])]
+            *([] if prior is None else ["--gauge_prior", str(prior)]),
+            *([] if outlier_kind is None else ["--gauge_outlier_kind", outlier_kind])]
 
 
 ROWS = {
@@ -112,6 +115,17 @@ ROWS = {
     "hypergan_split_prior_1": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
                                        batch_mode="split", prior=1),
     "gauge_prior_1": gauge(prior=1),
+    # quarter-turned images as the pseudo-outliers (negative augmentation)
+    "hypergan_rotate_oe_0.3": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
+                                       outlier_entropy=0.3, outlier_kind="rotate"),
+    "hypergan_rotate_outlier_0.3": hypergan(beta=10, final_lr_fraction=0.05,
+                                            eval_examples=3000, outlier=0.3,
+                                            outlier_kind="rotate"),
+    "hypergan_rotate_oe_0.3_seed_1": hypergan(beta=10, final_lr_fraction=0.05,
+                                              eval_examples=3000, outlier_entropy=0.3,
+                                              outlier_kind="rotate", seed=1),
+    "gauge_rotate_oe_0.3": gauge(outlier_entropy=0.3, outlier_kind="rotate"),
+    "gauge_rotate_outlier_0.3": gauge(outlier=0.3, outlier_kind="rotate"),
 }
 
 

@@ -93,6 +93,11 @@ flags.DEFINE_float("gauge_outlier_entropy", 0.0,
 flags.DEFINE_float("gauge_outlier_diversity", 0.0,
                    "Gauge-entropy model's outlier_diversity_weight (disagreement on "
                    "blended training images).")
+flags.DEFINE_enum("hypergan_outlier_kind", "blend", ["blend", "rotate"],
+                  "HyperGAN's pseudo-outliers for the outlier terms: blends of two "
+                  "images or images turned a quarter.")
+flags.DEFINE_enum("gauge_outlier_kind", "blend", ["blend", "rotate"],
+                  "The gauge-entropy model's pseudo-outliers.")
 flags.DEFINE_float("hypergan_prior", 0.0,
                    "HyperGAN's prior_scale (a fixed random prior in weight space, "
                    "He-scaled; 0: off).")
@@ -192,7 +197,8 @@ def build_method(name, input_shape, num_classes, seed=0):
                             diversity_weight=FLAGS.hypergan_diversity,
                             outlier_diversity_weight=FLAGS.hypergan_outlier_diversity,
                             outlier_entropy_weight=FLAGS.hypergan_outlier_entropy,
-                            prior_scale=FLAGS.hypergan_prior)
+                            prior_scale=FLAGS.hypergan_prior,
+                            outlier_kind=FLAGS.hypergan_outlier_kind)
         lr = 1e-3
         if FLAGS.hypergan_final_lr_fraction != 1.0:
             lr = keras.optimizers.schedules.CosineDecay(
@@ -208,7 +214,7 @@ def build_method(name, input_shape, num_classes, seed=0):
                     networks_per_step=32, batch_mode="split", lambda_=FLAGS.gauge_lambda,
                     outlier_diversity_weight=FLAGS.gauge_outlier_diversity,
                     outlier_entropy_weight=FLAGS.gauge_outlier_entropy,
-                    prior_scale=FLAGS.gauge_prior)
+                    prior_scale=FLAGS.gauge_prior, outlier_kind=FLAGS.gauge_outlier_kind)
         model.compile(optimizer=adam_with_decay(1e-3, 0.9995))
         return model, 32 * 32
     target = with_classes(preset, input_shape, num_classes)

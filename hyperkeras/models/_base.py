@@ -17,6 +17,8 @@ from hyperkeras._utils import check_weight
 from hyperkeras._utils import stateless_noise
 from hyperkeras.layers import NoiseSource
 
+OUTLIER_KINDS = ("blend", "rotate")
+
 
 class HyperModel(OwnObjectiveModel):
     """Base class of hypernetworks: noise -> all weights of a target network.
@@ -51,6 +53,10 @@ class HyperModel(OwnObjectiveModel):
         the same pseudo-outliers: the networks' mean predictive entropy
         there (:func:`~hyperkeras.losses.members_mean_entropy`, each network
         pushed towards "unsure"; classification, any ``networks_per_step``).
+      outlier_kind: how :meth:`pseudo_outliers` makes them from a batch:
+        "blend" (each image blended with the next) or "rotate" (each image
+        turned a quarter, left or right: a negative augmentation, for square
+        images whose classes have an upright orientation).
       prior_scale: scale (>= 0; 0: off) of a fixed random prior in weight
         space (a randomised prior, Osband et al. 2018, or the random starts
         of a deep ensemble): every generated kernel gets ``prior_scale`` times
@@ -79,7 +85,7 @@ class HyperModel(OwnObjectiveModel):
                  eval_seed=0, networks_per_step=32, batch_mode="shared", seed=None,
                  diversity_weight=0.0, outlier_diversity_weight=0.0,
                  outlier_entropy_weight=0.0, diversity_examples=16, prior_scale=0.0,
-                 **kwargs):
+                 outlier_kind="blend", **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         if task not in TASKS:
@@ -111,6 +117,14 @@ class HyperModel(OwnObjectiveModel):
                              f"{self.networks_per_step}")
         if self.outlier_entropy_weight and task != "classification":
             raise ValueError(f"outlier_entropy_weight > 0 needs task='classification', got {task!r}")
+        if outlier_kind not in OUTLIER_KINDS:
+            raise ValueError(f"outlier_kind must be one of {OUTLIER_KINDS}, got {outlier_kind!r}")
+        if outlier_kind == "rotate":
+            shape = self.target.input_shape
+            if len(shape) != 3 or shape[0] != shape[1]:
+                raise ValueError("outlier_kind='rotate' needs square images [H, H, C], got "
+                                 f"input shape {tuple(shape)}")
+        self.outlier_kind = outlier_kind
         self.prior_scale = check_weight("prior_scale", prior_scale)
         self.prior_bases = None
 
@@ -180,11 +194,16 @@ class HyperModel(OwnObjectiveModel):
         return self.with_prior(self.generate_from_codes(codes), noise), codes
 
     def pseudo_outliers(self, x):
-        """Images no network should be sure of: each image of the batch blended
-        with the next one (weights drawn from U(0.3, 0.7), from the model's
-        NoiseSource)."""
+        """Images no network should be sure of, made from the batch ``x``
+        (``outlier_kind``): each image blended with the next one (weights drawn
+        from U(0.3, 0.7)), or turned a quarter (left or right, drawn for each
+        image); the draws come from the model's NoiseSource."""
         shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
-        mix = tf.cast(self.noise_source.uniform(shape, 0.3, 0.7), x.dtype)
+        draw = tf.cast(self.noise_source.uniform(shape, 0.0, 1.0), x.dtype)
+        if self.outlier_kind == "rotate":
+            left = tf.transpose(x, [0, 2, 1, 3])[:, ::-1]       # rot90, counter-clockwise
+            return tf.where(draw < 0.5, left, left[:, ::-1, ::-1])  # or clockwise
+        mix = 0.3 + 0.4 * draw
         return mix * x + (1.0 - mix) * tf.roll(x, shift=1, axis=0)
 
     def sample_noise(self, n, seed=None):
@@ -250,4 +269,5 @@ class HyperModel(OwnObjectiveModel):
                 "diversity_examples": self.diversity_examples,
                 "outlier_diversity_weight": self.outlier_diversity_weight,
                 "outlier_entropy_weight": self.outlier_entropy_weight,
-                "prior_scale": self.prior_scale, "name": self.name}
+                "prior_scale": self.prior_scale, "outlier_kind": self.outlier_kind,
+                "name": self.name}

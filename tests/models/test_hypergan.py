@@ -361,6 +361,22 @@ def test_pseudo_outliers_blend_each_image_with_the_next():
                                + (1 - a[:, None, None, None]) * nxt, atol=1e-5)
 
 
+def test_pseudo_outliers_rotate_each_image_a_quarter():
+    m = tiny_model(seed=1, outlier_kind="rotate")
+    x, _ = tiny_data(16)
+    out = m.pseudo_outliers(tf.constant(x)).numpy()
+    left = [np.array_equal(o, np.rot90(a, 1, axes=(0, 1))) for o, a in zip(out, x)]
+    right = [np.array_equal(o, np.rot90(a, -1, axes=(0, 1))) for o, a in zip(out, x)]
+    assert all(l_ != r_ for l_, r_ in zip(left, right))    # each turned one way
+    assert 0 < sum(left) < len(x)                            # both ways occur
+    assert hk.HyperGAN.from_config(m.get_config()).outlier_kind == "rotate"
+    with pytest.raises(ValueError, match="outlier_kind must be one of"):
+        tiny_model(outlier_kind="shuffle")
+    wide = TargetNetwork((8, 6, 1), [Dense(3, "none")], name="wide")
+    with pytest.raises(ValueError, match="needs square images"):
+        hk.HyperGAN(wide, outlier_kind="rotate")
+
+
 def fit_with_outlier_term(x, y, **weights):
     """A tiny HyperGAN trained 20 steps with an outlier term; its loss is the
     task loss less the (positive) weighted term at every step."""
