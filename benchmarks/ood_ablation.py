@@ -124,6 +124,12 @@ ROWS = {
     "hypergan_rotate_oe_0.3_seed_1": hypergan(beta=10, final_lr_fraction=0.05,
                                               eval_examples=3000, outlier_entropy=0.3,
                                               outlier_kind="rotate", seed=1),
+    "hypergan_split_rotate_oe_0.3": hypergan(beta=10, final_lr_fraction=0.05,
+                                             eval_examples=3000, outlier_entropy=0.3,
+                                             outlier_kind="rotate", batch_mode="split"),
+    "hypergan_rotate_oe_0.3_2500_steps": hypergan(beta=10, final_lr_fraction=0.05,
+                                                  eval_examples=3000, outlier_entropy=0.3,
+                                                  outlier_kind="rotate", steps=2500),
     "gauge_rotate_oe_0.3": gauge(outlier_entropy=0.3, outlier_kind="rotate"),
     "gauge_rotate_outlier_0.3": gauge(outlier=0.3, outlier_kind="rotate"),
 }

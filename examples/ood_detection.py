@@ -24,7 +24,7 @@ classes 0-4 are the inliers, classes 5-9 the outliers. ``--inlier`` and
 ``--target`` puts every method on one preset (e.g. ``lenet5``).
 
 Writes OUT/metrics.json (``inlier``, ``outlier``, ``methods`` {method:
-{accuracy, auroc, aupr, fpr95, nll, ece (of the ensemble), single_* (means
+{accuracy, auroc, auroc_per_outlier_class, aupr, fpr95, nll, ece (of the ensemble), single_* (means
 over single networks), function_diversity {disagreement, pairwise_kl,
 mutual_information}, ensembles {size: scores}, ...}}), OUT/entropy_cdf.png (empirical CDF of
 the entropy on outliers and inliers, the paper's Fig. 3-4),
@@ -132,7 +132,8 @@ def parse_classes(text):
 
 def load_ood_data(inlier, inlier_classes, outlier, outlier_classes, eval_examples, seed,
                   validation=False):
-    """Train arrays, inlier test arrays (relabelled 0..C-1) and outlier test images.
+    """Train arrays, inlier test arrays (relabelled 0..C-1) and outlier test
+    arrays (images and their own dataset's labels).
 
     ``validation``: no test image is used; 10,000 inlier training images (at
     most a fifth) are held out as the inliers and the outliers come from the training split.
@@ -162,8 +163,8 @@ def load_ood_data(inlier, inlier_classes, outlier, outlier_classes, eval_example
                                                                     held[n_held:]))
     else:
         x_in, y_in = datasets.load_arrays(inlier, "test", classes=in_cls, relabel=relabel)
-    x_out, _ = datasets.load_arrays(outlier, "train" if validation else "test",
-                                    classes=out_cls)
+    x_out, y_out = datasets.load_arrays(outlier, "train" if validation else "test",
+                                        classes=out_cls)
     if len(x_out) == 0:
         raise ValueError(f"the outlier set is empty ({outlier}, classes {out_cls})")
     if x_out.shape[1:] != x_in.shape[1:]:
@@ -173,15 +174,24 @@ def load_ood_data(inlier, inlier_classes, outlier, outlier_classes, eval_example
     if eval_examples:
         i = rng.permutation(len(x_in))[:eval_examples]
         x_in, y_in = x_in[i], y_in[i]
-        x_out = x_out[rng.permutation(len(x_out))[:eval_examples]]
+        j = rng.permutation(len(x_out))[:eval_examples]
+        x_out, y_out = x_out[j], y_out[j]
     num_classes = int(y_tr.max()) + 1
     info = {"evaluated_on": "validation (held-out training images)" if validation
             else "test",
             "inlier": {"dataset": inlier, "classes": list(in_cls) if in_cls else "all",
                        "train_examples": int(len(x_tr)), "test_examples": int(len(x_in))},
             "outlier": {"dataset": outlier, "classes": list(out_cls) if out_cls else "all",
-                        "test_examples": int(len(x_out))}}
-    return (x_tr, y_tr), (x_in, y_in), x_out, num_classes, info
+                        "test_examples": int(len(x_out)),
+                        "class_counts": {str(int(c)): int(n) for c, n in
+                                         zip(*np.unique(y_out, return_counts=True))}}}
+    return (x_tr, y_tr), (x_in, y_in), (x_out, y_out), num_classes, info
+
+
+def auroc_per_class(inlier_scores, outlier_scores, outlier_labels):
+    """``{class: AUROC}`` of the inliers against each outlier class alone."""
+    return {str(int(c)): ev.auroc(inlier_scores, outlier_scores[outlier_labels == c])
+            for c in np.unique(outlier_labels)}
 
 
 def with_classes(preset, input_shape, num_classes):
@@ -267,7 +277,7 @@ def members_of(name):
 def main(argv):
     del argv
     os.makedirs(os.path.join(FLAGS.out, "weights"), exist_ok=True)
-    (x_tr, y_tr), (x_in, y_in), x_out, num_classes, info = load_ood_data(
+    (x_tr, y_tr), (x_in, y_in), (x_out, y_out), num_classes, info = load_ood_data(
         FLAGS.inlier, FLAGS.inlier_classes, FLAGS.outlier, FLAGS.outlier_classes,
         FLAGS.eval_examples, FLAGS.seed, FLAGS.validation)
     print(f"inliers: {info['inlier']}\noutliers: {info['outlier']}", flush=True)
@@ -296,6 +306,8 @@ def main(argv):
         results[name] = {
             "target": model.target.name if hasattr(model, "target") else None,
             "accuracy": res["accuracy"], "auroc": res["auroc"], "aupr": res["aupr"],
+            "auroc_per_outlier_class": auroc_per_class(
+                res["inlier_scores"], res["outlier_scores"], y_out),
             "nll": full["nll"], "ece": full["ece"],
             "single_accuracy_mean": full["single_accuracy_mean"],
             "single_nll_mean": full["single_nll_mean"],
@@ -308,7 +320,7 @@ def main(argv):
             "diversity": ev.diversity(model, n=min(n, 100), seed=FLAGS.seed + 1),
             "settings": {k: getattr(model, k) for k in (
                 "beta", "lambda_", "batch_mode", "diversity_weight", "outlier_diversity_weight",
-                "outlier_entropy_weight")
+                "outlier_entropy_weight", "outlier_kind", "prior_scale")
                 if hasattr(model, k)},
             "train_steps": steps_of(name), "train_seconds": seconds,
             "eval_seconds": time.time() - start, "final_logs": logs,

@@ -80,7 +80,24 @@ def test_ood_detection_example_with_lenet5(tiny_npz, tmp_path):
         assert res["target"].startswith("lenet5"), (name, res["target"])
         assert 0.0 <= res["auroc"] <= 1.0 and res["nll"] > 0 and res["ece"] >= 0
         assert 0.0 <= res["function_diversity"]["disagreement"] <= 1.0
+        # AUROC is a mean over outliers: the class AUROCs, weighted by class size, give it
+        per, counts = res["auroc_per_outlier_class"], m["outlier"]["class_counts"]
+        assert set(per) == set(counts) and set(per) <= {"5", "6", "7", "8", "9"}
+        weighted = sum(per[c] * counts[c] for c in per) / sum(counts.values())
+        assert abs(weighted - res["auroc"]) < 1e-9, (weighted, res["auroc"])
+    assert m["methods"]["hypergan"]["settings"]["outlier_kind"] == "rotate"
+    assert m["methods"]["hypergan"]["settings"]["outlier_entropy_weight"] == 0.3
     assert "NLL" in r.stdout and "ECE" in r.stdout
+    # benchmarks/ood_per_class.py rebuilds the outlier labels from the run's
+    # flags: it must find the example's own per-class AUROCs
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "ood_per_class.py"),
+                        str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rebuilt = json.loads(r.stdout)[os.path.basename(str(tmp_path))]
+    for name, res in m["methods"].items():
+        for c, v in res["auroc_per_outlier_class"].items():
+            assert abs(rebuilt[name][c] - v) < 1e-4, (name, c, rebuilt[name][c], v)
 
 
 def test_ood_validation_split_uses_no_test_image(tiny_npz, tmp_path):
