@@ -83,8 +83,9 @@ ROWS.update({
                                             "--shift", "2"],
     "split_diversity_0.3_flip_shift_4000": [*SPLIT_FLIP, "--diversity_weight", "0.3",
                                             "--shift", "2"],
-    "split_diversity_0.2_flip_prior_1_4000": [*SPLIT_FLIP, "--diversity_weight", "0.2",
-                                              "--prior_scale", "1"],
+    "split_diversity_0.25_flip_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25"],
+    "split_diversity_0.2_flip_prior_0.3_4000": [*SPLIT_FLIP, "--diversity_weight", "0.2",
+                                                "--prior_scale", "0.3"],
 })
 
 # Rows older than a flag ran with its old default; pin it, so they do not move

@@ -127,6 +127,10 @@ ROWS = {
     "hypergan_split_rotate_oe_0.3": hypergan(beta=10, final_lr_fraction=0.05,
                                              eval_examples=3000, outlier_entropy=0.3,
                                              outlier_kind="rotate", batch_mode="split"),
+    "hypergan_split_rotate_oe_0.3_seed_1": hypergan(beta=10, final_lr_fraction=0.05,
+                                                    eval_examples=3000, outlier_entropy=0.3,
+                                                    outlier_kind="rotate", batch_mode="split",
+                                                    seed=1),
     "hypergan_rotate_oe_0.3_2500_steps": hypergan(beta=10, final_lr_fraction=0.05,
                                                   eval_examples=3000, outlier_entropy=0.3,
                                                   outlier_kind="rotate", steps=2500),
@@ -143,6 +147,8 @@ for _flags in ROWS.values():
             _flags += ["--hypergan_outlier_entropy", "0"]
         if "--hypergan_outlier_kind" not in _flags:
             _flags += ["--hypergan_outlier_kind", "blend"]
+        if "--hypergan_batch_mode" not in _flags:
+            _flags += ["--hypergan_batch_mode", "shared"]
 
 
 def summarise(metrics):

@@ -6,10 +6,12 @@ Trains on the inlier classes, then scores inlier and outlier test images by
 the predictive entropy of 100 sampled networks (10 for the deep ensemble),
 for four methods on the same kind of target architecture:
 
-* ``hypergan``: HyperGAN on HyperGAN's MNIST target, with outlier exposure on
-  quarter-turned training images (``--hypergan_outlier_entropy 0.3
-  --hypergan_outlier_kind rotate``: each network is pushed towards an unsure
-  prediction on them; the deep ensemble gets no such term);
+* ``hypergan``: HyperGAN on HyperGAN's MNIST target, each of its 16 networks
+  trained on its own 32 images a step (``--hypergan_batch_mode split``), with
+  outlier exposure on quarter-turned training images
+  (``--hypergan_outlier_entropy 0.3 --hypergan_outlier_kind rotate``: each
+  network is pushed towards an unsure prediction on them; the deep ensemble
+  gets no such term);
 * ``gauge_entropy``: the gauge-fixed entropy hypernetwork (Deutsch et al.) on
   its own MNIST target (conv 32, conv 16, dense 8);
 * ``deep_ensemble``: 10 independently initialised networks of HyperGAN's target;
@@ -88,7 +90,7 @@ flags.DEFINE_float("hypergan_outlier_entropy", 0.3,
                    "HyperGAN's outlier_entropy_weight (outlier exposure: each network's "
                    "entropy on the pseudo-outliers, --hypergan_outlier_kind; 0: off; "
                    "0.3 with quarter-turned images chosen on the validation split).")
-flags.DEFINE_enum("hypergan_batch_mode", "shared", ["shared", "split"],
+flags.DEFINE_enum("hypergan_batch_mode", "split", ["shared", "split"],
                   "HyperGAN's batches: shared (all 16 networks see the same 32 images) or "
                   "split (each network its own 32; batches of 512 are read).")
 flags.DEFINE_float("gauge_outlier_entropy", 0.0,
