@@ -77,3 +77,31 @@ def test_ablation_row_runner(tmp_path, capsys):
         with pytest.raises(SystemExit, match=message):
             run_rows(rows, [str(script)], summarise, {}, argv=["--rows", bad, "--out",
                                                                str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("study,example", [("ood_ablation", "ood_detection"),
+                                           ("hypergan_ablation", "hypergan_mnist"),
+                                           ("gauge_ablation", "mnist_gauge_entropy")])
+def test_every_ablation_row_is_a_valid_command_of_its_example(study, example):
+    """Each row's flags parse with the example's own flags (a typo or a
+    removed flag fails here, not an hour into a study)."""
+    code = f"""
+import sys
+sys.path[:0] = [{os.path.join(ROOT, "benchmarks")!r}, {os.path.join(ROOT, "examples")!r}]
+import {study} as study
+import {example} as example
+from absl import flags
+bad = []
+for name, row in study.ROWS.items():
+    try:
+        flags.FLAGS(["prog", *row, "--out", "unused"])
+    except flags.Error as e:
+        bad.append((name, str(e)))
+    flags.FLAGS.unparse_flags()
+print(len(study.ROWS), bad)
+assert not bad, bad
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert int(r.stdout.split()[0]) > 3
