@@ -75,17 +75,22 @@ ROWS = {
     "split_diversity_0.2_flip_4000": ["--beta", "10", "--diversity_weight", "0.2",
                                       "--batch_mode", "split", "--flip", "--steps", "4000"],
 }
-# random shifts of up to 2 pixels on top of the flips, and a fixed random
-# prior in weight space (prior_scale)
+# Split batches with flips, 4000 steps (the example's defaults) and one change
+# each: random shifts of up to 2 pixels, diversity weight 0.25, a fixed random
+# prior in weight space (prior_scale), more networks per step, a larger slice
 SPLIT_FLIP = ["--beta", "10", "--batch_mode", "split", "--flip", "--steps", "4000"]
 ROWS.update({
-    "split_diversity_0.2_flip_shift_4000": [*SPLIT_FLIP, "--diversity_weight", "0.2",
-                                            "--shift", "2"],
     "split_diversity_0.3_flip_shift_4000": [*SPLIT_FLIP, "--diversity_weight", "0.3",
                                             "--shift", "2"],
     "split_diversity_0.25_flip_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25"],
     "split_diversity_0.2_flip_prior_0.3_4000": [*SPLIT_FLIP, "--diversity_weight", "0.2",
                                                 "--prior_scale", "0.3"],
+    # 16 networks of 32 images a step (the same images per step), and the
+    # diversity term measured on all 64 images of the first network's batch
+    "split_diversity_0.25_flip_16x32_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
+                                             "--networks", "16", "--batch_size", "32"],
+    "split_diversity_0.25_flip_slice_64_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
+                                                "--diversity_examples", "64"],
 })
 
 # Rows older than a flag ran with its old default; pin it, so they do not move

@@ -108,19 +108,11 @@ ROWS = {
     # a fixed random prior in weight space (prior_scale; He-scaled kernels)
     "hypergan_prior_1": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
                                  prior=1),
-    "hypergan_prior_1_seed_1": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
-                                        prior=1, seed=1),
-    "hypergan_prior_0.5": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
-                                   prior=0.5),
     "hypergan_split_prior_1": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
                                        batch_mode="split", prior=1),
-    "gauge_prior_1": gauge(prior=1),
     # quarter-turned images as the pseudo-outliers (negative augmentation)
     "hypergan_rotate_oe_0.3": hypergan(beta=10, final_lr_fraction=0.05, eval_examples=3000,
                                        outlier_entropy=0.3, outlier_kind="rotate"),
-    "hypergan_rotate_outlier_0.3": hypergan(beta=10, final_lr_fraction=0.05,
-                                            eval_examples=3000, outlier=0.3,
-                                            outlier_kind="rotate"),
     "hypergan_rotate_oe_0.3_seed_1": hypergan(beta=10, final_lr_fraction=0.05,
                                               eval_examples=3000, outlier_entropy=0.3,
                                               outlier_kind="rotate", seed=1),
@@ -131,11 +123,6 @@ ROWS = {
                                                     eval_examples=3000, outlier_entropy=0.3,
                                                     outlier_kind="rotate", batch_mode="split",
                                                     seed=1),
-    "hypergan_rotate_oe_0.3_2500_steps": hypergan(beta=10, final_lr_fraction=0.05,
-                                                  eval_examples=3000, outlier_entropy=0.3,
-                                                  outlier_kind="rotate", steps=2500),
-    "gauge_rotate_oe_0.3": gauge(outlier_entropy=0.3, outlier_kind="rotate"),
-    "gauge_rotate_outlier_0.3": gauge(outlier=0.3, outlier_kind="rotate"),
 }
 
 

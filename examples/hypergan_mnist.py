@@ -33,6 +33,9 @@ flags.DEFINE_enum("batch_mode", "split", ["shared", "split"],
 flags.DEFINE_bool("flip", None, "Augment the training images with random left-right "
                   "flips (label-preserving on Fashion-MNIST's clothes, not on digits); "
                   "default: on when the dataset's name or path says Fashion-MNIST.")
+flags.DEFINE_integer("diversity_examples", 16, "With split batches: images of the first "
+                     "network's batch every network also sees, where the diversity term "
+                     "is measured.")
 flags.DEFINE_integer("shift", 0, "Augment the training images with random shifts of up "
                      "to this many pixels (0: off).")
 flags.DEFINE_float("prior_scale", 0.0, "HyperGAN's prior_scale: a fixed random prior in "
@@ -93,7 +96,8 @@ def main(argv):
                         diversity_weight=FLAGS.diversity_weight,
                         outlier_diversity_weight=FLAGS.outlier_diversity_weight,
                         outlier_entropy_weight=FLAGS.outlier_entropy_weight,
-                        prior_scale=FLAGS.prior_scale)
+                        prior_scale=FLAGS.prior_scale,
+                        diversity_examples=FLAGS.diversity_examples)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, decay_steps=FLAGS.steps, alpha=FLAGS.final_lr_fraction)
     model.compile(optimizer=hk.optimizers.FusedAdam(schedule),
@@ -125,7 +129,7 @@ def main(argv):
             "steps", "networks", "batch_size", "batch_mode", "beta", "entropy_weight",
             "diversity_weight", "outlier_diversity_weight", "outlier_entropy_weight",
             "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed", "shift",
-            "prior_scale")},
+            "prior_scale", "diversity_examples")},
             "flip": bool(flip)},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},
