@@ -25,10 +25,11 @@ classes 0-4 are the inliers, classes 5-9 the outliers. ``--inlier`` and
 
 ``--target`` puts every method on one preset (e.g. ``lenet5``).
 
-Writes OUT/metrics.json (``inlier``, ``outlier``, ``methods`` {method:
-{accuracy, auroc, auroc_per_outlier_class, aupr, fpr95, nll, ece (of the ensemble), single_* (means
-over single networks), function_diversity {disagreement, pairwise_kl,
-mutual_information}, ensembles {size: scores}, ...}}), OUT/entropy_cdf.png (empirical CDF of
+Writes OUT/metrics.json (``inlier``, ``outlier`` (with ``class_counts``),
+``methods`` {method: {accuracy, auroc, auroc_per_outlier_class, aupr,
+fpr95, nll, ece (of the ensemble), single_* (means over single networks),
+function_diversity {disagreement, pairwise_kl, mutual_information},
+ensembles {size: scores}, ...}}), OUT/entropy_cdf.png (empirical CDF of
 the entropy on outliers and inliers, the paper's Fig. 3-4),
 OUT/accuracy_hist.png, OUT/scores.npz (per-example scores) and
 OUT/weights/<method>.weights.h5 (reused by

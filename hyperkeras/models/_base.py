@@ -64,7 +64,7 @@ class HyperModel(OwnObjectiveModel):
         that the prior kernels are He-distributed (``N(0, 2 / fan_in)``)
         over the noise. Training cannot shrink it, only compensate where the
         data needs it, so networks keep differing in the directions the
-        data leaves free (where outliers fall). Saved with the weights.
+        data leaves free. Saved with the weights.
 
     Subclasses set ``noise_dim`` (and ``noise_distribution``) and define
     ``codes(noise)``, one tensor ``[K, num_codes, code_dim]`` (the mixer's or
