@@ -123,6 +123,7 @@ ROWS = {
                                                     eval_examples=3000, outlier_entropy=0.3,
                                                     outlier_kind="rotate", batch_mode="split",
                                                     seed=1),
+    "gauge_rotate_oe_0.3": gauge(outlier_entropy=0.3, outlier_kind="rotate"),
 }
 
 
