@@ -21,6 +21,11 @@ from _ablation import run_rows
 
 
 
+def _optional(flag, value):
+    """``[flag, str(value)]``, or nothing for ``None`` (a flag older rows lack)."""
+    return [] if value is None else [flag, str(value)]
+
+
 def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=1000,
              outlier_entropy=None, seed=None, batch_mode=None, steps=None, prior=None,
              outlier_kind=None):
@@ -29,14 +34,11 @@ def hypergan(beta=1, final_lr_fraction=1, diversity=0, outlier=0, eval_examples=
     return ["--methods", "hypergan", "--hypergan_beta", str(beta),
             "--hypergan_final_lr_fraction", str(final_lr_fraction),
             "--hypergan_diversity", str(diversity), "--hypergan_outlier_diversity", str(outlier),
-            *([] if outlier_entropy is None else ["--hypergan_outlier_entropy",
-                                                  str(outlier_entropy)]),
+            *_optional("--hypergan_outlier_entropy", outlier_entropy),
             "--eval_examples", str(eval_examples),
-            *([] if seed is None else ["--seed", str(seed)]),
-            *([] if batch_mode is None else ["--hypergan_batch_mode", batch_mode]),
-            *([] if steps is None else ["--hypergan_steps", str(steps)]),
-            *([] if prior is None else ["--hypergan_prior", str(prior)]),
-            *([] if outlier_kind is None else ["--hypergan_outlier_kind", outlier_kind])]
+            *_optional("--seed", seed), *_optional("--hypergan_batch_mode", batch_mode),
+            *_optional("--hypergan_steps", steps), *_optional("--hypergan_prior", prior),
+            *_optional("--hypergan_outlier_kind", outlier_kind)]
 
 
 def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0, outlier_entropy=None,
@@ -44,11 +46,9 @@ def gauge(steps=400, lambda_=1e3, eval_examples=3000, seed=0, outlier=0, outlier
     """A gauge-entropy row with every setting explicit."""
     return ["--methods", "gauge_entropy", "--gauge_steps", str(steps),
             "--gauge_lambda", str(lambda_), "--gauge_outlier_diversity", str(outlier),
-            *([] if outlier_entropy is None else ["--gauge_outlier_entropy",
-                                                  str(outlier_entropy)]),
+            *_optional("--gauge_outlier_entropy", outlier_entropy),
             "--eval_examples", str(eval_examples), "--seed", str(seed),
-            *([] if prior is None else ["--gauge_prior", str(prior)]),
-            *([] if outlier_kind is None else ["--gauge_outlier_kind", outlier_kind])]
+            *_optional("--gauge_prior", prior), *_optional("--gauge_outlier_kind", outlier_kind)]
 
 
 ROWS = {

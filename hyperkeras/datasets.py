@@ -372,16 +372,25 @@ def load(name_or_path, split="train", batch_size=None, shuffle=None, seed=0,
     return tfds.as_numpy(ds) if as_numpy else ds
 
 
+def _image_shape(dataset, what):
+    """The image shape of a dataset of ``(images, labels)``; a ValueError naming
+    ``what`` unless images are ``[H, W, C]`` or batches ``[B, H, W, C]``."""
+    spec = dataset.element_spec[0] if isinstance(dataset.element_spec, tuple) else None
+    shape = getattr(spec, "shape", tf.TensorShape(None))
+    if shape.rank not in (3, 4):
+        raise ValueError(f"{what} needs images [H, W, C] or [B, H, W, C], got shape {shape}")
+    return shape
+
+
 def random_flips(dataset, seed=0):
     """``dataset`` of ``(images, labels)`` with each image flipped left-right
     with probability 1/2 (labels unchanged), a label-preserving augmentation
     for clothes (Fashion-MNIST), not for digits. Images are ``[H, W, C]`` or
     batches ``[B, H, W, C]``; ``seed`` makes the flips repeat."""
+    _image_shape(dataset, "random_flips")
+
     def flip(x, y):
         x = tf.convert_to_tensor(x)
-        if x.shape.rank not in (3, 4):
-            raise ValueError(f"random_flips needs images [H, W, C] or [B, H, W, C], got "
-                             f"shape {x.shape}")
         shape = [tf.shape(x)[0], 1, 1, 1] if x.shape.rank == 4 else [1, 1, 1]
         keep = tf.random.uniform(shape, seed=seed) < 0.5
         return tf.where(keep, x, tf.reverse(x, [x.shape.rank - 2])), y
@@ -397,14 +406,10 @@ def random_shifts(dataset, max_shift=2, seed=0):
     max_shift = int(max_shift)
     if max_shift < 0:
         raise ValueError(f"random_shifts needs max_shift >= 0, got {max_shift}")
-    spec = dataset.element_spec[0] if isinstance(dataset.element_spec, tuple) else None
-    rank = getattr(spec, "shape", tf.TensorShape(None)).rank
-    if rank not in (3, 4):
-        raise ValueError(f"random_shifts needs images [H, W, C] or [B, H, W, C], got "
-                         f"shape {getattr(spec, 'shape', None)}")
-    height, width = spec.shape[-3], spec.shape[-2]
+    shape = _image_shape(dataset, "random_shifts")
+    height, width = shape[-3], shape[-2]
     if height is None or width is None:
-        raise ValueError(f"random_shifts needs a known image size, got shape {spec.shape}")
+        raise ValueError(f"random_shifts needs a known image size, got shape {shape}")
     layer = keras.layers.RandomTranslation(max_shift / height, max_shift / width,
                                            fill_mode="constant", interpolation="nearest",
                                            seed=seed)
