@@ -124,6 +124,13 @@ ROWS = {
                                                     outlier_kind="rotate", batch_mode="split",
                                                     seed=1),
     "gauge_rotate_oe_0.3": gauge(outlier_entropy=0.3, outlier_kind="rotate"),
+    # the deep ensemble with the same outlier exposure (each member's own term)
+    "deep_ensemble_rotate_oe_0.3": ["--methods", "deep_ensemble", "--eval_examples", "3000",
+                                    "--ensemble_outlier_entropy", "0.3",
+                                    "--ensemble_outlier_kind", "rotate"],
+    "deep_ensemble_rotate_oe_0.3_seed_1": ["--methods", "deep_ensemble", "--eval_examples",
+                                           "3000", "--ensemble_outlier_entropy", "0.3",
+                                           "--ensemble_outlier_kind", "rotate", "--seed", "1"],
 }
 
 

@@ -11,7 +11,7 @@ for four methods on the same kind of target architecture:
   outlier exposure on quarter-turned training images
   (``--hypergan_outlier_entropy 0.3 --hypergan_outlier_kind rotate``: each
   network is pushed towards an unsure prediction on them; the deep ensemble
-  gets no such term);
+  gets no such term unless ``--ensemble_outlier_entropy`` gives it one);
 * ``gauge_entropy``: the gauge-fixed entropy hypernetwork (Deutsch et al.) on
   its own MNIST target (conv 32, conv 16, dense 8);
 * ``deep_ensemble``: 10 independently initialised networks of HyperGAN's target;
@@ -105,6 +105,12 @@ flags.DEFINE_enum("hypergan_outlier_kind", "rotate", ["blend", "rotate"],
                   "images or images turned a quarter.")
 flags.DEFINE_enum("gauge_outlier_kind", "blend", ["blend", "rotate"],
                   "The gauge-entropy model's pseudo-outliers.")
+flags.DEFINE_float("ensemble_outlier_entropy", 0.0,
+                   "Deep ensemble's outlier_entropy_weight: the outlier exposure "
+                   "HyperGAN has (--hypergan_outlier_entropy), each member with the full "
+                   "weight (0: off, the plain deep ensemble).")
+flags.DEFINE_enum("ensemble_outlier_kind", "rotate", ["blend", "rotate"],
+                  "The deep ensemble's pseudo-outliers.")
 flags.DEFINE_float("hypergan_prior", 0.0,
                    "HyperGAN's prior_scale (a fixed random prior in weight space, "
                    "He-scaled; 0: off).")
@@ -236,7 +242,9 @@ def build_method(name, input_shape, num_classes, seed=0):
         return model, 32 * 32
     target = with_classes(preset, input_shape, num_classes)
     if name == "deep_ensemble":
-        model = baselines.DeepEnsemble(target, FLAGS.ensemble_members, seed=seed)
+        model = baselines.DeepEnsemble(target, FLAGS.ensemble_members, seed=seed,
+                                       outlier_entropy_weight=FLAGS.ensemble_outlier_entropy,
+                                       outlier_kind=FLAGS.ensemble_outlier_kind)
         model.compile(keras.optimizers.Adam(1e-3))
         return model, 64
     if name == "mc_dropout":

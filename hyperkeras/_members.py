@@ -17,6 +17,18 @@ from hyperkeras.losses import members_mutual_information
 from hyperkeras.losses import nontrue_class_diversity
 
 TASKS = ("classification", "regression")
+OUTLIER_KINDS = ("blend", "rotate")
+
+
+def check_outlier_kind(kind, input_shape):
+    """``kind`` if it is one of :data:`OUTLIER_KINDS` and fits images of
+    ``input_shape`` ("rotate" needs square ``[H, H, C]`` images)."""
+    if kind not in OUTLIER_KINDS:
+        raise ValueError(f"outlier_kind must be one of {OUTLIER_KINDS}, got {kind!r}")
+    if kind == "rotate" and (len(input_shape) != 3 or input_shape[0] != input_shape[1]):
+        raise ValueError("outlier_kind='rotate' needs square images [H, H, C], got "
+                         f"input shape {tuple(input_shape)}")
+    return kind
 
 
 def _first_leaf_shape(x):
@@ -142,8 +154,8 @@ class OwnObjectiveModel(MemberModel):
     :func:`~hyperkeras.losses.members_mutual_information` on
     ``pseudo_outliers(x)`` (:meth:`with_outliers`) and
     ``outlier_entropy_weight`` times their
-    :func:`~hyperkeras.losses.members_mean_entropy` there (divided by the
-    replicas);
+    :func:`~hyperkeras.losses.members_mean_entropy` there (the terms times
+    :attr:`term_scale`; the loss divided by the replicas);
     ``trained_variables()`` are updated, then ``after_update(state)`` runs
     (e.g. a second player).
     Both hooks return ``{name: value}`` for ``objective_metric_names``.
@@ -162,6 +174,7 @@ class OwnObjectiveModel(MemberModel):
     diversity_examples = 16
     outlier_diversity_weight = 0.0
     outlier_entropy_weight = 0.0
+    outlier_kind = "blend"
     task_loss_name = "task_loss"
     objective_metric_names = ()
 
@@ -183,6 +196,27 @@ class OwnObjectiveModel(MemberModel):
 
     def trained_variables(self):
         return self.trainable_variables
+
+    @property
+    def term_scale(self):
+        """What the diversity and outlier terms are multiplied by: 1 where
+        the objective is a mean over the step's networks; ``DeepEnsemble``,
+        whose objective sums its members' losses, sums their terms too."""
+        return 1.0
+
+    def pseudo_outliers(self, x):
+        """Images no network should be sure of, made from the batch ``x``
+        (``outlier_kind``): each image blended with the next one (weights drawn
+        from U(0.3, 0.7)), or turned a quarter (left or right, drawn for each
+        image); the draws come from the model's ``noise_source``
+        (:class:`~hyperkeras.layers.NoiseSource`)."""
+        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+        draw = tf.cast(self.noise_source.uniform(shape, 0.0, 1.0), x.dtype)
+        if self.outlier_kind == "rotate":
+            left = tf.transpose(x, [0, 2, 1, 3])[:, ::-1]       # rot90, counter-clockwise
+            return tf.where(draw < 0.5, left, left[:, ::-1, ::-1])  # or clockwise
+        mix = 0.3 + 0.4 * draw
+        return mix * x + (1.0 - mix) * tf.roll(x, shift=1, axis=0)
 
     def task_metrics(self):
         return self.task_trackers[:2 if self.task == "classification" else 1]
@@ -313,14 +347,16 @@ class OwnObjectiveModel(MemberModel):
                                         else (outputs, y))
             task_loss, acc = self.task_loss(outputs, y)
             loss, logs = self.objective(task_loss, state)
+            scale = self.term_scale
             if self.diversity_weight:
-                loss -= self.diversity_weight * nontrue_class_diversity(shared_outputs,
-                                                                        shared_y)
+                loss -= scale * self.diversity_weight * nontrue_class_diversity(
+                    shared_outputs, shared_y)
             if self.outlier_diversity_weight:
-                loss -= self.outlier_diversity_weight * members_mutual_information(
+                loss -= scale * self.outlier_diversity_weight * members_mutual_information(
                     outlier_outputs)
             if self.outlier_entropy_weight:
-                loss -= self.outlier_entropy_weight * members_mean_entropy(outlier_outputs)
+                loss -= scale * self.outlier_entropy_weight * members_mean_entropy(
+                    outlier_outputs)
             if "loss" in logs:
                 logs = {**logs, "loss": loss}
             scaled = loss / num_replicas()

@@ -8,7 +8,10 @@ import tensorflow as tf
 
 from hyperkeras import targets as targets_lib
 from hyperkeras._members import OwnObjectiveModel
+from hyperkeras._members import check_outlier_kind
 from hyperkeras._utils import check_positive_int
+from hyperkeras._utils import check_weight
+from hyperkeras.layers import NoiseSource
 
 
 @keras.saving.register_keras_serializable(package="hyperkeras")
@@ -29,15 +32,35 @@ class DeepEnsemble(OwnObjectiveModel):
     Reports ``loss`` (the members' mean cross-entropy), ``accuracy`` and
     ``disagreement`` (with two members or more; see
     :class:`~hyperkeras._members.OwnObjectiveModel`).
+
+    Args:
+      target: a :class:`~hyperkeras.targets.TargetNetwork`, preset name or config.
+      n_members: number of networks.
+      seed: seed of the initialisation (and of the pseudo-outliers' draws).
+      outlier_entropy_weight: weight (>= 0; 0: off) of outlier exposure, as
+        the hypernetworks have it: each member's predictive entropy on
+        pseudo-outliers made from the batch
+        (:meth:`~hyperkeras._members.OwnObjectiveModel.pseudo_outliers`) is
+        rewarded with this weight in that member's loss, so a deep ensemble
+        can be compared with a hypernetwork trained with the same term.
+      outlier_kind: "blend" or "rotate" (square images), as for
+        :class:`~hyperkeras.models.HyperModel`.
     """
 
     task_loss_name = "loss"
 
-    def __init__(self, target, n_members=10, seed=None, **kwargs):
+    def __init__(self, target, n_members=10, seed=None, outlier_entropy_weight=0.0,
+                 outlier_kind="blend", **kwargs):
         super().__init__(**kwargs)
         self.target = targets_lib.get(target)
         self.n_members = check_positive_int("n_members", n_members)
         self.init_seed = seed
+        self.outlier_entropy_weight = check_weight("outlier_entropy_weight",
+                                                   outlier_entropy_weight)
+        self.outlier_kind = check_outlier_kind(outlier_kind, self.target.input_shape)
+        # only where the term is on, so plain ensembles keep their variables
+        self.noise_source = (NoiseSource(seed, name="training_noise")
+                             if self.outlier_entropy_weight else None)
         rng = np.random.default_rng(seed)
         self.kernels, self.biases = [], []
         for info in self.target.layers:
@@ -84,6 +107,11 @@ class DeepEnsemble(OwnObjectiveModel):
     def training_members(self):
         return self.sample(), None
 
+    @property
+    def term_scale(self):
+        # each member's own term, summed as the cross-entropies are
+        return float(self.n_members)
+
     def objective(self, task_loss, state):
         # the sum of the members' mean cross-entropies
         return task_loss * self.n_members, {}
@@ -94,4 +122,5 @@ class DeepEnsemble(OwnObjectiveModel):
 
     def get_config(self):
         return {"target": self.target.get_config(), "n_members": self.n_members,
-                "seed": self.init_seed, "name": self.name}
+                "seed": self.init_seed, "outlier_entropy_weight": self.outlier_entropy_weight,
+                "outlier_kind": self.outlier_kind, "name": self.name}

@@ -12,13 +12,11 @@ from hyperkeras import ops
 from hyperkeras import targets as targets_lib
 from hyperkeras._members import TASKS
 from hyperkeras._members import OwnObjectiveModel
+from hyperkeras._members import check_outlier_kind
 from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_weight
 from hyperkeras._utils import stateless_noise
 from hyperkeras.layers import NoiseSource
-
-OUTLIER_KINDS = ("blend", "rotate")
-
 
 class HyperModel(OwnObjectiveModel):
     """Base class of hypernetworks: noise -> all weights of a target network.
@@ -117,14 +115,7 @@ class HyperModel(OwnObjectiveModel):
                              f"{self.networks_per_step}")
         if self.outlier_entropy_weight and task != "classification":
             raise ValueError(f"outlier_entropy_weight > 0 needs task='classification', got {task!r}")
-        if outlier_kind not in OUTLIER_KINDS:
-            raise ValueError(f"outlier_kind must be one of {OUTLIER_KINDS}, got {outlier_kind!r}")
-        if outlier_kind == "rotate":
-            shape = self.target.input_shape
-            if len(shape) != 3 or shape[0] != shape[1]:
-                raise ValueError("outlier_kind='rotate' needs square images [H, H, C], got "
-                                 f"input shape {tuple(shape)}")
-        self.outlier_kind = outlier_kind
+        self.outlier_kind = check_outlier_kind(outlier_kind, self.target.input_shape)
         self.prior_scale = check_weight("prior_scale", prior_scale)
         self.prior_bases = None
 
@@ -192,19 +183,6 @@ class HyperModel(OwnObjectiveModel):
         noise = self.training_noise()
         codes = self.codes(noise)
         return self.with_prior(self.generate_from_codes(codes), noise), codes
-
-    def pseudo_outliers(self, x):
-        """Images no network should be sure of, made from the batch ``x``
-        (``outlier_kind``): each image blended with the next one (weights drawn
-        from U(0.3, 0.7)), or turned a quarter (left or right, drawn for each
-        image); the draws come from the model's NoiseSource."""
-        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
-        draw = tf.cast(self.noise_source.uniform(shape, 0.0, 1.0), x.dtype)
-        if self.outlier_kind == "rotate":
-            left = tf.transpose(x, [0, 2, 1, 3])[:, ::-1]       # rot90, counter-clockwise
-            return tf.where(draw < 0.5, left, left[:, ::-1, ::-1])  # or clockwise
-        mix = 0.3 + 0.4 * draw
-        return mix * x + (1.0 - mix) * tf.roll(x, shift=1, axis=0)
 
     def sample_noise(self, n, seed=None):
         n = check_positive_int("number of networks", n)

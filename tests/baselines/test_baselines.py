@@ -208,3 +208,61 @@ def test_empty_batch_and_input_checks(index):
             model.predict(np.zeros((4, 5, 6, 1), np.float32), verbose=0)
         with pytest.raises(ValueError, match=r"input must have shape \[B, 6, 6, 1\]"):
             model.predict(np.zeros((4, 6, 6), np.float32), verbose=0)
+
+
+# ------------------------------------------------ outlier exposure (DeepEnsemble)
+
+@pytest.mark.parametrize("kind", ["blend", "rotate"])
+def test_deep_ensemble_outlier_exposure_is_each_members_own_term(kind):
+    # One SGD step of fit equals the gradient of sum_i [CE_i(x) - w H_i(outliers)]:
+    # each member gets the term at full weight, as it would training alone.
+    w, lr = 0.7, 0.5
+    x, y = data(8, seed=7)
+    ens = DeepEnsemble(SMALL, 3, seed=5, outlier_entropy_weight=w, outlier_kind=kind)
+    twin = DeepEnsemble(SMALL, 3, seed=5, outlier_entropy_weight=w, outlier_kind=kind)
+    outliers = twin.pseudo_outliers(tf.constant(x))       # the same draw fit will make
+    with tf.GradientTape() as tape:
+        params = twin.sample()
+        logits = SMALL.forward(params, tf.concat([x, outliers], 0))
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.broadcast_to(y[None], [3, 8]), logits=logits[:, :8])
+        lp = tf.nn.log_softmax(logits[:, 8:])
+        entropy = -tf.reduce_sum(tf.exp(lp) * lp, -1)               # [members, outliers]
+        loss = tf.reduce_sum(tf.reduce_mean(ce, 1) - w * tf.reduce_mean(entropy, 1))
+    grads = tape.gradient(loss, twin.trainable_variables)
+    expected = [v.numpy() - lr * g.numpy() for v, g in zip(twin.trainable_variables, grads)]
+    ens.compile(tf.keras.optimizers.SGD(lr))
+    ens.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for v, e in zip(ens.trainable_variables, expected):
+        np.testing.assert_allclose(v.numpy(), e, rtol=1e-4, atol=1e-6)
+    # without the term the step is a different one
+    plain = DeepEnsemble(SMALL, 3, seed=5)
+    plain.compile(tf.keras.optimizers.SGD(lr))
+    plain.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert not np.allclose(plain.trainable_variables[0].numpy(), expected[0], atol=1e-6)
+
+
+def test_deep_ensemble_outlier_exposure_config_and_checks(tmp_path):
+    import keras
+
+    plain = DeepEnsemble(SMALL, 3, seed=4)
+    assert len(plain.weights) == 4            # no noise source: old files still load
+    ens = DeepEnsemble(SMALL, 3, seed=4, outlier_entropy_weight=0.3, outlier_kind="rotate")
+    config = ens.get_config()
+    assert config["outlier_entropy_weight"] == 0.3 and config["outlier_kind"] == "rotate"
+    ens.compile(keras.optimizers.Adam(1e-2))
+    x, y = data(16, seed=2)
+    ens.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "oe.keras")
+    ens.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config() == config
+    np.testing.assert_array_equal(loaded.noise_source.state.numpy(),
+                                  ens.noise_source.state.numpy())
+    with pytest.raises(ValueError, match="outlier_entropy_weight"):
+        DeepEnsemble(SMALL, 3, outlier_entropy_weight=-1.0)
+    with pytest.raises(ValueError, match="outlier_kind must be one of"):
+        DeepEnsemble(SMALL, 3, outlier_entropy_weight=0.3, outlier_kind="noise")
+    wide = hk.TargetNetwork((6, 8, 1), [hk.Dense(3, "none")])
+    with pytest.raises(ValueError, match=r"needs square images \[H, H, C\]"):
+        DeepEnsemble(wide, 2, outlier_entropy_weight=0.3, outlier_kind="rotate")

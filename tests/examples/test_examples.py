@@ -73,7 +73,7 @@ def test_ood_detection_example_with_lenet5(tiny_npz, tmp_path):
                     "--target", "lenet5", "--hypergan_steps", "2", "--gauge_steps", "2",
                     "--ensemble_steps", "2", "--dropout_steps", "2", "--networks", "4",
                     "--ensemble_members", "2", "--eval_examples", "30",
-                    "--out", str(tmp_path))
+                    "--ensemble_outlier_entropy", "0.3", "--out", str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert set(m["methods"]) == {"hypergan", "gauge_entropy", "deep_ensemble", "mc_dropout"}
     for name, res in m["methods"].items():
@@ -87,6 +87,9 @@ def test_ood_detection_example_with_lenet5(tiny_npz, tmp_path):
         assert abs(weighted - res["auroc"]) < 1e-9, (weighted, res["auroc"])
     assert m["methods"]["hypergan"]["settings"]["outlier_kind"] == "rotate"
     assert m["methods"]["hypergan"]["settings"]["outlier_entropy_weight"] == 0.3
+    assert m["methods"]["deep_ensemble"]["settings"]["outlier_entropy_weight"] == 0.3
+    assert m["methods"]["deep_ensemble"]["settings"]["outlier_kind"] == "rotate"
+    assert m["methods"]["mc_dropout"]["settings"] == {}
     assert "NLL" in r.stdout and "ECE" in r.stdout
     # benchmarks/ood_per_class.py rebuilds the outlier labels from the run's
     # flags: it must find the example's own per-class AUROCs
