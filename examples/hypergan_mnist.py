@@ -52,6 +52,9 @@ flags.DEFINE_float("entropy_weight", 0.0,
 flags.DEFINE_float("diversity_weight", 0.2,
                    "Weight of the function-space diversity reward (0: off; "
                    "hyperkeras.losses.nontrue_class_diversity).")
+flags.DEFINE_enum("diversity_schedule", "constant", ["constant", "cosine"],
+                  "The diversity weight over training: constant, or cosine-decayed to 0 "
+                  "over --steps (HyperGAN(diversity_weight=CosineDecay(...))).")
 flags.DEFINE_float("outlier_diversity_weight", 0.0,
                    "Weight of the networks' disagreement on blended training images "
                    "(0: off; HyperGAN(outlier_diversity_weight=...)).")
@@ -89,11 +92,15 @@ def main(argv):
         train = datasets.random_shifts(train, FLAGS.shift, seed=FLAGS.seed)
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
+    diversity_weight = FLAGS.diversity_weight
+    if FLAGS.diversity_schedule == "cosine" and diversity_weight:
+        diversity_weight = keras.optimizers.schedules.CosineDecay(diversity_weight,
+                                                                  FLAGS.steps)
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
                         batch_mode=FLAGS.batch_mode, beta=FLAGS.beta,
                         entropy_weight=FLAGS.entropy_weight,
-                        diversity_weight=FLAGS.diversity_weight,
+                        diversity_weight=diversity_weight,
                         outlier_diversity_weight=FLAGS.outlier_diversity_weight,
                         outlier_entropy_weight=FLAGS.outlier_entropy_weight,
                         prior_scale=FLAGS.prior_scale,
@@ -129,7 +136,7 @@ def main(argv):
             "steps", "networks", "batch_size", "batch_mode", "beta", "entropy_weight",
             "diversity_weight", "outlier_diversity_weight", "outlier_entropy_weight",
             "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed", "shift",
-            "prior_scale", "diversity_examples")},
+            "prior_scale", "diversity_examples", "diversity_schedule")},
             "flip": bool(flip)},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},

@@ -12,6 +12,7 @@ from hyperkeras._utils import num_examples
 from hyperkeras._utils import num_replicas
 from hyperkeras._utils import reject_loss_and_metrics
 from hyperkeras._utils import step_logs
+from hyperkeras._utils import weight_at
 from hyperkeras.losses import members_mean_entropy
 from hyperkeras.losses import members_mutual_information
 from hyperkeras.losses import nontrue_class_diversity
@@ -349,7 +350,8 @@ class OwnObjectiveModel(MemberModel):
             loss, logs = self.objective(task_loss, state)
             scale = self.term_scale
             if self.diversity_weight:
-                loss -= scale * self.diversity_weight * nontrue_class_diversity(
+                diversity_weight = weight_at(self.diversity_weight, self.optimizer.iterations)
+                loss -= scale * diversity_weight * nontrue_class_diversity(
                     shared_outputs, shared_y)
             if self.outlier_diversity_weight:
                 loss -= scale * self.outlier_diversity_weight * members_mutual_information(

@@ -21,6 +21,34 @@ def check_weight(name, value, strict=False):
     return float(value)
 
 
+def check_weight_or_schedule(name, value):
+    """A loss weight: a float ``>= 0`` (:func:`check_weight`) or a
+    ``keras.optimizers.schedules.LearningRateSchedule`` of the training step
+    (also as its serialised dict, as ``get_config`` writes it)."""
+    if isinstance(value, dict):
+        value = keras.optimizers.schedules.deserialize(value)
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number >= 0 or a "
+                         f"keras.optimizers.schedules.LearningRateSchedule, got {value!r}")
+    return check_weight(name, value)
+
+
+def weight_config(value):
+    """A weight from :func:`check_weight_or_schedule` as ``get_config`` stores it."""
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        return keras.optimizers.schedules.serialize(value)
+    return value
+
+
+def weight_at(value, step):
+    """The weight at training ``step``: the schedule's value, or the float."""
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        return tf.cast(value(step), tf.float32)
+    return value
+
+
 def check_units(name, units):
     """Hidden-layer sizes as a tuple of positive ints, or a ValueError naming ``name``."""
     units = tuple(int(u) for u in units)

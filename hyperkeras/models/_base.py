@@ -15,6 +15,8 @@ from hyperkeras._members import OwnObjectiveModel
 from hyperkeras._members import check_outlier_kind
 from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_weight
+from hyperkeras._utils import check_weight_or_schedule
+from hyperkeras._utils import weight_config
 from hyperkeras._utils import stateless_noise
 from hyperkeras.layers import NoiseSource
 
@@ -36,7 +38,10 @@ class HyperModel(OwnObjectiveModel):
         step's networks on the batch (classification, at least two networks
         per step). With ``batch_mode="split"`` it is measured on a diversity
         slice: every network is also shown the first ``diversity_examples``
-        images of the first network's batch (no task loss on them).
+        images of the first network's batch (no task loss on them). Also a
+        ``keras.optimizers.schedules.LearningRateSchedule``, evaluated at the
+        optimizer's step count (e.g. ``CosineDecay`` to fade the term out
+        with the learning rate).
       diversity_examples: size of that slice (positive; at most the
         per-network batch is used); only read with split batches and
         ``diversity_weight > 0``.
@@ -99,7 +104,7 @@ class HyperModel(OwnObjectiveModel):
         self.jit_compile = False
         self.noise_source = NoiseSource(seed, name="training_noise")
         self.seed = seed
-        self.diversity_weight = check_weight("diversity_weight", diversity_weight)
+        self.diversity_weight = check_weight_or_schedule("diversity_weight", diversity_weight)
         self.diversity_examples = check_positive_int("diversity_examples", diversity_examples)
         self.outlier_diversity_weight = check_weight("outlier_diversity_weight",
                                                      outlier_diversity_weight)
@@ -243,7 +248,7 @@ class HyperModel(OwnObjectiveModel):
                 "ensemble_size": self.ensemble_size, "eval_seed": self.eval_seed,
                 "networks_per_step": self.networks_per_step,
                 "batch_mode": self.batch_mode, "seed": self.seed,
-                "diversity_weight": self.diversity_weight,
+                "diversity_weight": weight_config(self.diversity_weight),
                 "diversity_examples": self.diversity_examples,
                 "outlier_diversity_weight": self.outlier_diversity_weight,
                 "outlier_entropy_weight": self.outlier_entropy_weight,

@@ -303,6 +303,31 @@ def test_diversity_term_is_in_the_loss_and_spreads_the_wrong_classes():
     assert hk.HyperGAN.from_config(m.get_config()).diversity_weight == 5.0
 
 
+def test_diversity_weight_may_be_a_schedule_of_the_step(tmp_path):
+    # 5.0 for steps 0 and 1, then 0: the optimised loss leaves the task loss
+    # for the first two steps only (beta 0: nothing else is in it)
+    x, y = tiny_data(32)
+    y = (np.arange(32) % 3).astype("int32")
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([1], [5.0, 0.0])
+    m = tiny_model(beta=0.0, diversity_weight=schedule, seed=5)
+    m.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-3))
+    h = m.fit(x, y, batch_size=32, steps_per_epoch=1, epochs=5, verbose=0).history
+    loss, task = np.array(h["loss"]), np.array(h["task_loss"])
+    assert np.all(loss[:2] < task[:2] - 1e-4), (loss, task)
+    np.testing.assert_allclose(loss[2:], task[2:], rtol=1e-5)
+    # saved as the schedule's config, and back
+    config = m.get_config()["diversity_weight"]
+    assert config["class_name"] == "PiecewiseConstantDecay"
+    back = hk.HyperGAN.from_config(m.get_config()).diversity_weight
+    assert isinstance(back, keras.optimizers.schedules.PiecewiseConstantDecay)
+    assert back.get_config() == schedule.get_config()
+    path = str(tmp_path / "scheduled.keras")
+    m.save(path)
+    assert keras.models.load_model(path).get_config() == m.get_config()
+    with pytest.raises(ValueError, match="diversity_weight must be a number >= 0 or a"):
+        tiny_model(diversity_weight="strong")
+
+
 def test_split_batches_show_every_network_the_diversity_slice():
     m = tiny_model(batch_mode="split", diversity_weight=0.5, diversity_examples=3,
                    outlier_entropy_weight=1.0, seed=3)
