@@ -131,6 +131,13 @@ ROWS = {
     "deep_ensemble_rotate_oe_0.3_seed_1": ["--methods", "deep_ensemble", "--eval_examples",
                                            "3000", "--ensemble_outlier_entropy", "0.3",
                                            "--ensemble_outlier_kind", "rotate", "--seed", "1"],
+    # three times the steps: 192,000 images a member (split HyperGAN reads 768,000)
+    "deep_ensemble_3000_steps": ["--methods", "deep_ensemble", "--eval_examples", "3000",
+                                 "--ensemble_steps", "3000"],
+    "deep_ensemble_3000_steps_rotate_oe_0.3": ["--methods", "deep_ensemble", "--eval_examples",
+                                               "3000", "--ensemble_steps", "3000",
+                                               "--ensemble_outlier_entropy", "0.3",
+                                               "--ensemble_outlier_kind", "rotate"],
 }
 
 

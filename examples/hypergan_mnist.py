@@ -38,6 +38,9 @@ flags.DEFINE_integer("diversity_examples", 16, "With split batches: images of th
                      "is measured.")
 flags.DEFINE_integer("shift", 0, "Augment the training images with random shifts of up "
                      "to this many pixels (0: off).")
+flags.DEFINE_float("erase", 0.0, "Augment the training images with random erasing: "
+                   "a random rectangle of each image, drawn with this probability, set "
+                   "to zero (hyperkeras.datasets.random_erasing; 0: off).")
 flags.DEFINE_float("prior_scale", 0.0, "HyperGAN's prior_scale: a fixed random prior in "
                    "weight space, He-scaled (0: off).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of mixer and generators.")
@@ -90,6 +93,8 @@ def main(argv):
         train = datasets.random_flips(train, seed=FLAGS.seed)
     if FLAGS.shift:
         train = datasets.random_shifts(train, FLAGS.shift, seed=FLAGS.seed)
+    if FLAGS.erase:
+        train = datasets.random_erasing(train, FLAGS.erase, seed=FLAGS.seed)
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
     diversity_weight = FLAGS.diversity_weight
@@ -136,7 +141,7 @@ def main(argv):
             "steps", "networks", "batch_size", "batch_mode", "beta", "entropy_weight",
             "diversity_weight", "outlier_diversity_weight", "outlier_entropy_weight",
             "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed", "shift",
-            "prior_scale", "diversity_examples", "diversity_schedule")},
+            "prior_scale", "diversity_examples", "diversity_schedule", "erase")},
             "flip": bool(flip)},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},

@@ -39,7 +39,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 __all__ = ["KNOWN_NAMES", "SYSTEM_DATA_DIRS", "DatasetSource", "describe", "info",
-           "random_flips", "random_shifts",
+           "random_erasing", "random_flips", "random_shifts",
            "load", "load_arrays", "read_idx"]
 
 KNOWN_NAMES = ("mnist", "fashion_mnist", "cifar10")  # tfds names, each with train/test
@@ -413,4 +413,19 @@ def random_shifts(dataset, max_shift=2, seed=0):
     layer = keras.layers.RandomTranslation(max_shift / height, max_shift / width,
                                            fill_mode="constant", interpolation="nearest",
                                            seed=seed)
+    return dataset.map(lambda x, y: (layer(x, training=True), y))
+
+
+def random_erasing(dataset, probability=0.5, seed=0):
+    """``dataset`` of ``(images, labels)`` with a random rectangle of each
+    image, drawn with ``probability``, set to zero (random erasing, Zhong et
+    al., 2017; ``keras.layers.RandomErasing`` with its default patch sizes;
+    labels unchanged). Images are ``[H, W, C]`` or batches ``[B, H, W, C]``
+    with values in [0, 1]; ``seed`` makes the patches repeat."""
+    probability = float(probability)
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"random_erasing needs a probability in [0, 1], got {probability}")
+    _image_shape(dataset, "random_erasing")
+    layer = keras.layers.RandomErasing(factor=(probability, probability), fill_value=0.0,
+                                       value_range=(0.0, 1.0), seed=seed)
     return dataset.map(lambda x, y: (layer(x, training=True), y))

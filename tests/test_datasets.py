@@ -507,3 +507,38 @@ def test_random_shifts_reject_bad_input():
     images = tf.data.Dataset.from_tensor_slices((np.zeros((4, 5, 5, 1), "float32"), np.zeros(4)))
     with pytest.raises(ValueError, match="max_shift >= 0"):
         datasets.random_shifts(images, max_shift=-1)
+
+
+def test_random_erasing_zeroes_one_rectangle_of_some_images_and_keeps_labels():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.1, 1.0, size=(200, 12, 12, 1)).astype("float32")   # no zeros inside
+    y = np.arange(200, dtype="int32")
+    for ds in (tf.data.Dataset.from_tensor_slices((x, y)).batch(25),
+               tf.data.Dataset.from_tensor_slices((x, y))):
+        out = datasets.random_erasing(ds, probability=0.5, seed=2)
+        if ds.element_spec[0].shape.rank == 4:
+            out = out.unbatch()
+        pairs = list(out.as_numpy_iterator())
+        np.testing.assert_array_equal([b for _, b in pairs], y)
+        erased = 0
+        for (a, _), img in zip(pairs, x):
+            zero = a[..., 0] == 0
+            np.testing.assert_array_equal(a[~zero], img[~zero])      # the rest untouched
+            if zero.any():
+                erased += 1
+                rows, cols = np.nonzero(zero)                        # one filled rectangle
+                assert zero[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+                assert zero.mean() < 0.75
+        assert 60 < erased < 140, erased                             # about half the images
+    none = datasets.random_erasing(tf.data.Dataset.from_tensor_slices((x, y)).batch(50), 0.0)
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in none.as_numpy_iterator()]), x)
+
+
+def test_random_erasing_rejects_bad_input():
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 3), "float32"), np.zeros(4)))
+    with pytest.raises(ValueError, match="random_erasing needs images"):
+        datasets.random_erasing(ds)
+    images = tf.data.Dataset.from_tensor_slices((np.zeros((4, 5, 5, 1), "float32"), np.zeros(4)))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"probability in \[0, 1\]"):
+            datasets.random_erasing(images, bad)
