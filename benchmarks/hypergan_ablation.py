@@ -92,6 +92,30 @@ ROWS.update({
     "split_diversity_0.25_flip_slice_64_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
                                                 "--diversity_examples", "64"],
 })
+# One change each against the default losses (this round, to move the
+# accuracy/diversity trade-off rather than slide along it): the generators'
+# learning rate, a stronger or weaker discriminator, 16 networks of 64 images
+# (twice the compute a step), the diversity weight cosine-decayed to 0,
+# random erasing; the defaults with a second seed, and without the diversity
+# term
+SPLIT_FLIP_NO_BETA = ["--batch_mode", "split", "--flip", "--steps", "4000"]
+ROWS.update({
+    "split_diversity_0.25_flip_lr_2e-3_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
+                                               "--learning_rate", "2e-3"],
+    "split_diversity_0.25_flip_d_lr_3e-4_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
+                                                 "--d_learning_rate", "3e-4"],
+    "split_diversity_0.3_flip_beta_3_4000": ["--beta", "3", *SPLIT_FLIP_NO_BETA,
+                                             "--diversity_weight", "0.3"],
+    "split_diversity_0.25_flip_16x64_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
+                                             "--networks", "16"],
+    "split_diversity_0.4_cosine_flip_4000": [*SPLIT_FLIP, "--diversity_weight", "0.4",
+                                             "--diversity_schedule", "cosine"],
+    "split_diversity_0.25_flip_erase_0.5_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
+                                                 "--erase", "0.5"],
+    "split_diversity_0.2_flip_4000_seed_1": [*SPLIT_FLIP, "--diversity_weight", "0.2",
+                                             "--seed", "1"],
+    "split_flip_4000": [*SPLIT_FLIP, "--diversity_weight", "0"],
+})
 
 # Rows older than a flag ran with its old default; pin it, so they do not move
 # when the example's defaults do (their recorded commands stay as they ran).
