@@ -115,6 +115,14 @@ ROWS.update({
     "split_diversity_0.2_flip_4000_seed_1": [*SPLIT_FLIP, "--diversity_weight", "0.2",
                                              "--seed", "1"],
     "split_flip_4000": [*SPLIT_FLIP, "--diversity_weight", "0"],
+    # cosine from a peak down to a floor: the end value sets the gain, the
+    # stronger start was to lift the members (as the fade to 0 did)
+    "split_diversity_0.5_to_0.3_cosine_flip_4000": [*SPLIT_FLIP, "--diversity_weight", "0.5",
+                                                    "--diversity_schedule", "cosine",
+                                                    "--diversity_final_fraction", "0.6"],
+    "split_diversity_0.4_to_0.25_cosine_flip_4000": [*SPLIT_FLIP, "--diversity_weight", "0.4",
+                                                     "--diversity_schedule", "cosine",
+                                                     "--diversity_final_fraction", "0.625"],
 })
 
 # Rows older than a flag ran with its old default; pin it, so they do not move

@@ -57,7 +57,11 @@ flags.DEFINE_float("diversity_weight", 0.2,
                    "hyperkeras.losses.nontrue_class_diversity).")
 flags.DEFINE_enum("diversity_schedule", "constant", ["constant", "cosine"],
                   "The diversity weight over training: constant, or cosine-decayed to 0 "
-                  "over --steps (HyperGAN(diversity_weight=CosineDecay(...))).")
+                  "over --steps (HyperGAN(diversity_weight=CosineDecay(...))), down to "
+                  "--diversity_final_fraction of --diversity_weight.")
+flags.DEFINE_float("diversity_final_fraction", 0.0,
+                   "With --diversity_schedule cosine: the weight's final value as a "
+                   "fraction of --diversity_weight (0: off at the end).")
 flags.DEFINE_float("outlier_diversity_weight", 0.0,
                    "Weight of the networks' disagreement on blended training images "
                    "(0: off; HyperGAN(outlier_diversity_weight=...)).")
@@ -99,8 +103,8 @@ def main(argv):
 
     diversity_weight = FLAGS.diversity_weight
     if FLAGS.diversity_schedule == "cosine" and diversity_weight:
-        diversity_weight = keras.optimizers.schedules.CosineDecay(diversity_weight,
-                                                                  FLAGS.steps)
+        diversity_weight = keras.optimizers.schedules.CosineDecay(
+            diversity_weight, FLAGS.steps, alpha=FLAGS.diversity_final_fraction)
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
                         code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
                         batch_mode=FLAGS.batch_mode, beta=FLAGS.beta,
@@ -141,7 +145,7 @@ def main(argv):
             "steps", "networks", "batch_size", "batch_mode", "beta", "entropy_weight",
             "diversity_weight", "outlier_diversity_weight", "outlier_entropy_weight",
             "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed", "shift",
-            "prior_scale", "diversity_examples", "diversity_schedule", "erase")},
+            "prior_scale", "diversity_examples", "diversity_schedule", "diversity_final_fraction", "erase")},
             "flip": bool(flip)},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},

@@ -58,10 +58,12 @@ def test_hypergan_example(tiny_npz, tmp_path):
                 "--networks", "2", "--batch_size", "8", "--noise_dim", "16",
                 "--code_dim", "8", "--entropy_weight", "0.01", "--batch_mode", "split",
                 "--flip", "--train_split", "train[:256]", "--eval_split", "train[256:]",
-                "--erase", "0.5", "--diversity_schedule", "cosine", "--out", str(tmp_path))
+                "--erase", "0.5", "--diversity_schedule", "cosine",
+                "--diversity_final_fraction", "0.5", "--out", str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["evaluated_on"] == "train[256:]" and m["flags"]["entropy_weight"] == 0.01
     assert m["flags"]["erase"] == 0.5 and m["flags"]["diversity_schedule"] == "cosine"
+    assert m["flags"]["diversity_final_fraction"] == 0.5
     assert m["flags"]["batch_mode"] == "split" and m["flags"]["flip"] is True
     assert set(m["ensemble_accuracy"]) == {"1", "5", "10", "100"}
     assert m["calibration"]["single_network_mean"]["ece"] >= 0
