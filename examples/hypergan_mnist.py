@@ -56,9 +56,9 @@ flags.DEFINE_float("diversity_weight", 0.2,
                    "Weight of the function-space diversity reward (0: off; "
                    "hyperkeras.losses.nontrue_class_diversity).")
 flags.DEFINE_enum("diversity_schedule", "constant", ["constant", "cosine"],
-                  "The diversity weight over training: constant, or cosine-decayed to 0 "
-                  "over --steps (HyperGAN(diversity_weight=CosineDecay(...))), down to "
-                  "--diversity_final_fraction of --diversity_weight.")
+                  "The diversity weight over training: constant, or cosine-decayed over "
+                  "--steps from --diversity_weight down to --diversity_final_fraction "
+                  "of it (HyperGAN(diversity_weight=CosineDecay(...))).")
 flags.DEFINE_float("diversity_final_fraction", 0.0,
                    "With --diversity_schedule cosine: the weight's final value as a "
                    "fraction of --diversity_weight (0: off at the end).")
@@ -145,7 +145,8 @@ def main(argv):
             "steps", "networks", "batch_size", "batch_mode", "beta", "entropy_weight",
             "diversity_weight", "outlier_diversity_weight", "outlier_entropy_weight",
             "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed", "shift",
-            "prior_scale", "diversity_examples", "diversity_schedule", "diversity_final_fraction", "erase")},
+            "prior_scale", "diversity_examples", "diversity_schedule",
+            "diversity_final_fraction", "erase")},
             "flip": bool(flip)},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},

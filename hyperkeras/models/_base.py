@@ -16,9 +16,10 @@ from hyperkeras._members import check_outlier_kind
 from hyperkeras._utils import check_positive_int
 from hyperkeras._utils import check_weight
 from hyperkeras._utils import check_weight_or_schedule
-from hyperkeras._utils import weight_config
 from hyperkeras._utils import stateless_noise
+from hyperkeras._utils import weight_config
 from hyperkeras.layers import NoiseSource
+
 
 class HyperModel(OwnObjectiveModel):
     """Base class of hypernetworks: noise -> all weights of a target network.
