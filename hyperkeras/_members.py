@@ -211,6 +211,10 @@ class OwnObjectiveModel(MemberModel):
         from U(0.3, 0.7)), or turned a quarter (left or right, drawn for each
         image); the draws come from the model's ``noise_source``
         (:class:`~hyperkeras.layers.NoiseSource`)."""
+        if getattr(self, "noise_source", None) is None:
+            raise ValueError(f"{type(self).__name__} draws no pseudo-outliers: it has no "
+                             "noise source (a DeepEnsemble has one only with "
+                             "outlier_entropy_weight > 0)")
         shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
         draw = tf.cast(self.noise_source.uniform(shape, 0.0, 1.0), x.dtype)
         if self.outlier_kind == "rotate":

@@ -247,6 +247,8 @@ def test_deep_ensemble_outlier_exposure_config_and_checks(tmp_path):
 
     plain = DeepEnsemble(SMALL, 3, seed=4)
     assert len(plain.weights) == 4            # no noise source: old files still load
+    with pytest.raises(ValueError, match="draws no pseudo-outliers"):
+        plain.pseudo_outliers(tf.zeros([2, 6, 6, 1]))
     ens = DeepEnsemble(SMALL, 3, seed=4, outlier_entropy_weight=0.3, outlier_kind="rotate")
     config = ens.get_config()
     assert config["outlier_entropy_weight"] == 0.3 and config["outlier_kind"] == "rotate"
