@@ -78,7 +78,8 @@ ROWS = {
 # Split batches with flips, 4000 steps (the example's defaults) and one change
 # each: random shifts of up to 2 pixels, diversity weight 0.25, a fixed random
 # prior in weight space (prior_scale), more networks per step, a larger slice
-SPLIT_FLIP = ["--beta", "10", "--batch_mode", "split", "--flip", "--steps", "4000"]
+SPLIT_FLIP_NO_BETA = ["--batch_mode", "split", "--flip", "--steps", "4000"]
+SPLIT_FLIP = ["--beta", "10", *SPLIT_FLIP_NO_BETA]
 ROWS.update({
     "split_diversity_0.3_flip_shift_4000": [*SPLIT_FLIP, "--diversity_weight", "0.3",
                                             "--shift", "2"],
@@ -98,7 +99,6 @@ ROWS.update({
 # (twice the compute a step), the diversity weight cosine-decayed to 0,
 # random erasing; the defaults with a second seed, and without the diversity
 # term
-SPLIT_FLIP_NO_BETA = ["--batch_mode", "split", "--flip", "--steps", "4000"]
 ROWS.update({
     "split_diversity_0.25_flip_lr_2e-3_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
                                                "--learning_rate", "2e-3"],

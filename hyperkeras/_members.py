@@ -155,8 +155,8 @@ class OwnObjectiveModel(MemberModel):
     :func:`~hyperkeras.losses.members_mutual_information` on
     ``pseudo_outliers(x)`` (:meth:`with_outliers`) and
     ``outlier_entropy_weight`` times their
-    :func:`~hyperkeras.losses.members_mean_entropy` there (the terms times
-    :attr:`term_scale`; the loss divided by the replicas);
+    :func:`~hyperkeras.losses.members_mean_entropy` there (the loss times
+    :attr:`loss_scale`, divided by the replicas);
     ``trained_variables()`` are updated, then ``after_update(state)`` runs
     (e.g. a second player).
     Both hooks return ``{name: value}`` for ``objective_metric_names``.
@@ -199,10 +199,10 @@ class OwnObjectiveModel(MemberModel):
         return self.trainable_variables
 
     @property
-    def term_scale(self):
-        """What the diversity and outlier terms are multiplied by: 1 where
-        the objective is a mean over the step's networks; ``DeepEnsemble``,
-        whose objective sums its members' losses, sums their terms too."""
+    def loss_scale(self):
+        """What the step's loss (objective and terms, all means over the
+        step's networks) is multiplied by before the gradient: 1 for
+        hypernetworks; ``DeepEnsemble`` sums its members' losses."""
         return 1.0
 
     def pseudo_outliers(self, x):
@@ -352,20 +352,17 @@ class OwnObjectiveModel(MemberModel):
                                         else (outputs, y))
             task_loss, acc = self.task_loss(outputs, y)
             loss, logs = self.objective(task_loss, state)
-            scale = self.term_scale
             if self.diversity_weight:
                 diversity_weight = weight_at(self.diversity_weight, self.optimizer.iterations)
-                loss -= scale * diversity_weight * nontrue_class_diversity(
-                    shared_outputs, shared_y)
+                loss -= diversity_weight * nontrue_class_diversity(shared_outputs, shared_y)
             if self.outlier_diversity_weight:
-                loss -= scale * self.outlier_diversity_weight * members_mutual_information(
+                loss -= self.outlier_diversity_weight * members_mutual_information(
                     outlier_outputs)
             if self.outlier_entropy_weight:
-                loss -= scale * self.outlier_entropy_weight * members_mean_entropy(
-                    outlier_outputs)
+                loss -= self.outlier_entropy_weight * members_mean_entropy(outlier_outputs)
             if "loss" in logs:
                 logs = {**logs, "loss": loss}
-            scaled = loss / num_replicas()
+            scaled = self.loss_scale * loss / num_replicas()
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         logs = {**logs, **self.after_update(state)}

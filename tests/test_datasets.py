@@ -483,16 +483,23 @@ def _shift_of(shifted, image, max_shift):
     return None
 
 
+def _augmented_pairs(augment, x, y, batch):
+    """``augment`` applied to batches and to single images of ``(x, y)``: for
+    each, the list of ``(image, label)`` pairs it gives, one per example."""
+    for ds in (tf.data.Dataset.from_tensor_slices((x, y)).batch(batch),
+               tf.data.Dataset.from_tensor_slices((x, y))):
+        out = augment(ds)
+        if ds.element_spec[0].shape.rank == 4:
+            out = out.unbatch()
+        yield list(out.as_numpy_iterator())
+
+
 def test_random_shifts_move_images_by_whole_pixels_and_keep_labels():
     rng = np.random.default_rng(0)
     x = rng.uniform(0.1, 1.0, size=(64, 12, 10, 2)).astype("float32")  # no zeros inside
     y = np.arange(64, dtype="int32")
-    for ds in (tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
-               tf.data.Dataset.from_tensor_slices((x, y))):
-        out = datasets.random_shifts(ds, max_shift=2, seed=3)
-        if ds.element_spec[0].shape.rank == 4:
-            out = out.unbatch()
-        pairs = list(out.as_numpy_iterator())
+    for pairs in _augmented_pairs(lambda ds: datasets.random_shifts(ds, max_shift=2, seed=3),
+                                  x, y, batch=16):
         np.testing.assert_array_equal([b for _, b in pairs], y)
         shifts = [_shift_of(a, img, 2) for (a, _), img in zip(pairs, x)]
         assert all(s is not None for s in shifts), shifts
@@ -513,12 +520,8 @@ def test_random_erasing_zeroes_one_rectangle_of_some_images_and_keeps_labels():
     rng = np.random.default_rng(1)
     x = rng.uniform(0.1, 1.0, size=(200, 12, 12, 1)).astype("float32")   # no zeros inside
     y = np.arange(200, dtype="int32")
-    for ds in (tf.data.Dataset.from_tensor_slices((x, y)).batch(25),
-               tf.data.Dataset.from_tensor_slices((x, y))):
-        out = datasets.random_erasing(ds, probability=0.5, seed=2)
-        if ds.element_spec[0].shape.rank == 4:
-            out = out.unbatch()
-        pairs = list(out.as_numpy_iterator())
+    for pairs in _augmented_pairs(lambda ds: datasets.random_erasing(ds, 0.5, seed=2),
+                                  x, y, batch=25):
         np.testing.assert_array_equal([b for _, b in pairs], y)
         erased = 0
         for (a, _), img in zip(pairs, x):

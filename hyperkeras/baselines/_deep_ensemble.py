@@ -108,13 +108,10 @@ class DeepEnsemble(OwnObjectiveModel):
         return self.sample(), None
 
     @property
-    def term_scale(self):
-        # each member's own term, summed as the cross-entropies are
+    def loss_scale(self):
+        # the sum of the members' losses (cross-entropy, outlier term), each
+        # member trained as if alone
         return float(self.n_members)
-
-    def objective(self, task_loss, state):
-        # the sum of the members' mean cross-entropies
-        return task_loss * self.n_members, {}
 
     def member_model(self, index):
         """An ordinary ``keras.Sequential`` holding member ``index``."""
