@@ -124,6 +124,21 @@ ROWS.update({
                                                      "--diversity_schedule", "cosine",
                                                      "--diversity_final_fraction", "0.625"],
 })
+# Capacity, the discriminator and where diversity is rewarded (this round):
+# generators twice as wide, codes twice as long, no prior matching (beta 0),
+# and the networks' disagreement on blended images (HyperGAN's
+# outlier_diversity_weight) on top of the defaults' term
+ROWS.update({
+    "split_diversity_0.25_flip_generator_1024_4000": [*SPLIT_FLIP, "--diversity_weight",
+                                                      "0.25", "--generator_units",
+                                                      "1024,1024"],
+    "split_diversity_0.25_flip_code_256_4000": [*SPLIT_FLIP, "--diversity_weight", "0.25",
+                                                "--code_dim", "256"],
+    "split_diversity_0.2_flip_beta_0_4000": ["--beta", "0", *SPLIT_FLIP_NO_BETA,
+                                             "--diversity_weight", "0.2"],
+    "split_diversity_0.2_flip_blend_diversity_0.3_4000": [
+        *SPLIT_FLIP, "--diversity_weight", "0.2", "--outlier_diversity_weight", "0.3"],
+})
 
 # Rows older than a flag ran with its old default; pin it, so they do not move
 # when the example's defaults do (their recorded commands stay as they ran).

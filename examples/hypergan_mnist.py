@@ -5,7 +5,9 @@
 Writes OUT/metrics.json (single-network and ensemble accuracy, calibration:
 NLL and ECE of ensembles and of single networks, function-space diversity:
 disagreement, pairwise KL, mutual information, per-layer L2-norm diversity as
-in the paper's Table 1, training seconds) and OUT/saved_model/.
+in the paper's Table 1, training seconds), OUT/saved_model/ (the exported
+sampler, loads without hyperkeras) and OUT/model.keras (the trained model,
+`keras.models.load_model` after `import hyperkeras`, to sample more networks).
 """
 
 import json
@@ -50,6 +52,8 @@ flags.DEFINE_float("d_learning_rate", 1e-4, "Adam learning rate of the discrimin
 flags.DEFINE_float("beta", 10.0, "Weight of the adversarial prior loss (paper: 1).")
 flags.DEFINE_integer("noise_dim", 256, "Mixer noise size s.")
 flags.DEFINE_integer("code_dim", 128, "Per-layer code size d.")
+flags.DEFINE_list("generator_units", ["512", "512"],
+                  "Hidden units of each layer generator's MLP.")
 flags.DEFINE_float("entropy_weight", 0.0,
                    "Weight of the entropy of the generated (gauge-fixed) networks.")
 flags.DEFINE_float("diversity_weight", 0.2,
@@ -101,12 +105,19 @@ def main(argv):
         train = datasets.random_erasing(train, FLAGS.erase, seed=FLAGS.seed)
     x_test, y_test = datasets.load_arrays(FLAGS.dataset, FLAGS.eval_split)
 
+    try:
+        generator_units = [int(u) for u in FLAGS.generator_units]
+    except ValueError:
+        raise app.UsageError(f"--generator_units must be integers, got "
+                             f"{','.join(FLAGS.generator_units)!r}") from None
     diversity_weight = FLAGS.diversity_weight
     if FLAGS.diversity_schedule == "cosine" and diversity_weight:
         diversity_weight = keras.optimizers.schedules.CosineDecay(
             diversity_weight, FLAGS.steps, alpha=FLAGS.diversity_final_fraction)
     model = hk.HyperGAN(hk.targets.hypergan_mnist(), noise_dim=FLAGS.noise_dim,
-                        code_dim=FLAGS.code_dim, networks_per_step=FLAGS.networks,
+                        code_dim=FLAGS.code_dim,
+                        generator_units=generator_units,
+                        networks_per_step=FLAGS.networks,
                         batch_mode=FLAGS.batch_mode, beta=FLAGS.beta,
                         entropy_weight=FLAGS.entropy_weight,
                         diversity_weight=diversity_weight,
@@ -147,6 +158,7 @@ def main(argv):
             "code_dim", "noise_dim", "learning_rate", "d_learning_rate", "seed", "shift",
             "prior_scale", "diversity_examples", "diversity_schedule",
             "diversity_final_fraction", "erase")},
+            "generator_units": generator_units,
             "flip": bool(flip)},
         "single_network_accuracy": {"mean": float(singles.mean()), "std": float(singles.std()),
                                     "min": float(singles.min()), "max": float(singles.max())},
@@ -158,6 +170,7 @@ def main(argv):
     with open(os.path.join(FLAGS.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     model.export(os.path.join(FLAGS.out, "saved_model"), verbose=False)
+    model.save(os.path.join(FLAGS.out, "model.keras"))
     print(json.dumps(metrics, indent=2))
 
 

@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+
+import hyperkeras  # noqa: F401  (registers the models for load_model)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.slow
@@ -59,7 +62,8 @@ def test_hypergan_example(tiny_npz, tmp_path):
                 "--code_dim", "8", "--entropy_weight", "0.01", "--batch_mode", "split",
                 "--flip", "--train_split", "train[:256]", "--eval_split", "train[256:]",
                 "--erase", "0.5", "--diversity_schedule", "cosine",
-                "--diversity_final_fraction", "0.5", "--out", str(tmp_path))
+                "--diversity_final_fraction", "0.5", "--generator_units", "32,16",
+                "--out", str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["evaluated_on"] == "train[256:]" and m["flags"]["entropy_weight"] == 0.01
     assert m["flags"]["erase"] == 0.5 and m["flags"]["diversity_schedule"] == "cosine"
@@ -69,6 +73,9 @@ def test_hypergan_example(tiny_npz, tmp_path):
     assert m["calibration"]["single_network_mean"]["ece"] >= 0
     assert m["function_diversity"]["members"] == 100
     assert set(m["layer_l2_norms"]) == {"layer1", "layer2", "layer3"}
+    assert m["flags"]["generator_units"] == [32, 16]
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.generator_units == (32, 16)
 
 
 def test_ood_detection_example_with_lenet5(tiny_npz, tmp_path):
