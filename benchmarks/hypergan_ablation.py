@@ -138,6 +138,16 @@ ROWS.update({
                                              "--diversity_weight", "0.2"],
     "split_diversity_0.2_flip_blend_diversity_0.3_4000": [
         *SPLIT_FLIP, "--diversity_weight", "0.2", "--outlier_diversity_weight", "0.3"],
+    # the row with the widest margin on both halves of issue 9's bar, second seed
+    "split_diversity_0.3_flip_beta_3_4000_seed_1": ["--beta", "3", *SPLIT_FLIP_NO_BETA,
+                                                    "--diversity_weight", "0.3",
+                                                    "--seed", "1"],
+    # beta 3 with a little less diversity, two seeds
+    "split_diversity_0.25_flip_beta_3_4000": ["--beta", "3", *SPLIT_FLIP_NO_BETA,
+                                              "--diversity_weight", "0.25"],
+    "split_diversity_0.25_flip_beta_3_4000_seed_1": ["--beta", "3", *SPLIT_FLIP_NO_BETA,
+                                                     "--diversity_weight", "0.25",
+                                                     "--seed", "1"],
 })
 
 # Rows older than a flag ran with its old default; pin it, so they do not move

@@ -49,14 +49,15 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of mixer and gener
 flags.DEFINE_float("final_lr_fraction", 0.05,
                    "Cosine decay of the generator learning rate down to this fraction.")
 flags.DEFINE_float("d_learning_rate", 1e-4, "Adam learning rate of the discriminator.")
-flags.DEFINE_float("beta", 10.0, "Weight of the adversarial prior loss (paper: 1).")
+flags.DEFINE_float("beta", 3.0, "Weight of the adversarial prior loss (paper: 1; "
+                   "HyperGAN's default: 10).")
 flags.DEFINE_integer("noise_dim", 256, "Mixer noise size s.")
 flags.DEFINE_integer("code_dim", 128, "Per-layer code size d.")
 flags.DEFINE_list("generator_units", ["512", "512"],
                   "Hidden units of each layer generator's MLP.")
 flags.DEFINE_float("entropy_weight", 0.0,
                    "Weight of the entropy of the generated (gauge-fixed) networks.")
-flags.DEFINE_float("diversity_weight", 0.2,
+flags.DEFINE_float("diversity_weight", 0.25,
                    "Weight of the function-space diversity reward (0: off; "
                    "hyperkeras.losses.nontrue_class_diversity).")
 flags.DEFINE_enum("diversity_schedule", "constant", ["constant", "cosine"],
